@@ -1,0 +1,128 @@
+"""Attention building blocks: spatial (self + cross) and directed temporal attention.
+
+Layouts: spatial attention sees tokens ``(B*F, H*W, C)`` (frames folded into the batch);
+temporal attention sees ``(B*H*W, F, C)`` (every pixel position is its own sequence over
+frames). Both run through ``F.scaled_dot_product_attention`` so that PyTorch picks the
+fastest kernel. Parameter names follow diffusers (``to_q``, ``to_k``, ``to_v``,
+``to_out.0``) so that Stable Diffusion weights load by name.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention; ``context=None`` makes it self-attention."""
+
+    def __init__(self, query_dim: int, heads: int, context_dim: int | None = None):
+        super().__init__()
+        if query_dim % heads:
+            raise ValueError(f"query_dim {query_dim} is not divisible by {heads} heads")
+        self.heads = heads
+        context_dim = context_dim or query_dim
+        self.to_q = nn.Linear(query_dim, query_dim, bias=False)
+        self.to_k = nn.Linear(context_dim, query_dim, bias=False)
+        self.to_v = nn.Linear(context_dim, query_dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(query_dim, query_dim), nn.Dropout(0.0)])
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = rearrange(self.to_k(context), "n l (h d) -> n h l d", h=self.heads)
+        v = rearrange(self.to_v(context), "n l (h d) -> n h l d", h=self.heads)
+        return k, v
+
+    def attend(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        return self.to_out[0](rearrange(out, "n h l d -> n l (h d)"))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        k, v = self.project_kv(x if context is None else context)
+        return self.attend(x, k, v, is_causal=is_causal)
+
+
+class GEGLU(nn.Module):
+    """Gated GELU: Linear to twice the width, one half gates the other."""
+
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, gate = self.proj(x).chunk(2, dim=-1)
+        return hidden * F.gelu(gate)
+
+
+class GEGLUFeedForward(nn.Module):
+    """SD's feed-forward: GEGLU -> Linear (names ``net.0.proj``, ``net.2``)."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def sliding_causal_mask(
+    num_queries: int, num_past: int, window: int | None, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean mask (queries, past + queries): query i (at absolute position num_past + i)
+    may see key j iff j <= num_past + i and j > num_past + i - window."""
+    if num_past == 0 and (window is None or window >= num_queries):
+        return None  # plain lower-triangular: use is_causal
+    q_pos = torch.arange(num_queries, device=device)[:, None] + num_past
+    k_pos = torch.arange(num_past + num_queries, device=device)[None, :]
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask &= k_pos > q_pos - window
+    return mask
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the frame axis at every spatial position.
+
+    ``directed=True`` is the paper's directed temporal attention: a lower-triangular mask
+    lets frame i attend only to frames <= i, so the past is never changed by the future.
+    The output projection starts at zero (new branch = identity of the residual stream,
+    so a video model built around an image model initially equals that image model).
+    """
+
+    def __init__(self, dim: int, heads: int, directed: bool = True):
+        super().__init__()
+        self.directed = directed
+        self.attn = Attention(dim, heads)
+        nn.init.zeros_(self.attn.to_out[0].weight)
+        nn.init.zeros_(self.attn.to_out[0].bias)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        window: int | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """tokens: (N, F, C), N = batch * pixels. ``past_kv`` holds keys/values of earlier
+        frames (chunked decoding); the returned cache keeps at most ``window - 1`` frames."""
+        k, v = self.attn.project_kv(tokens)
+        num_past = 0
+        if past_kv is not None:
+            num_past = past_kv[0].shape[2]
+            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        if not self.directed:
+            if past_kv is not None:
+                raise ValueError("bidirectional temporal attention cannot decode in chunks")
+            return self.attn.attend(tokens, k, v), (k, v)
+        mask = sliding_causal_mask(tokens.shape[1], num_past, window, tokens.device)
+        out = self.attn.attend(tokens, k, v, attn_mask=mask, is_causal=mask is None)
+        keep = k.shape[2] if window is None else max(window - 1, 0)
+        cache = (k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :])
+        return out, cache

@@ -1,0 +1,457 @@
+"""VideoUNet: the MagicVideo keyframe (and interpolation) denoiser in latent space.
+
+Layout: ``sample`` is ``(B, C, F, H, W)``; every 2D layer sees ``(B*F, C, H, W)`` (frames
+folded into the batch, see ``layout.py``); attention sees tokens ``(B*F, H*W, C)``.
+
+The image part mirrors SD's ``UNet2DConditionModel`` name for name, so SD weights load
+directly. The video part is new and starts as identity, so at init the model *is* the image
+model applied frame by frame:
+
+* ``FrameAdaptor`` after every shared 2D conv of a resnet: z_i = S_i * conv(z_i) + B_i,
+  per frame i and channel (S=1, B=0 at init). Paper §1.1: cheaper than a 1D temporal conv.
+* ``TemporalAttention`` (directed: frame i sees frames <= i) computed from the same
+  normalised tokens as spatial self-attention and *added in parallel* (paper §1.2).
+  Output projection zero-init.
+* ``fps_embedding``: Linear-SiLU-Linear on sinusoidal(fps), added to the timestep
+  embedding (paper §1.3). Last layer zero-init.
+* ``condition_channels``: extra input channels (interpolation: known latents + mask),
+  their input-conv weights zero-init.
+
+Per-frame ops and directed attention make the whole network causal in time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import get_timestep_embedding
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import VideoUNetConfig
+from .attention import Attention, GEGLUFeedForward, TemporalAttention
+from .layout import fold_frames, unfold_frames
+
+# Names of parameters that the video model adds to the image model.
+VIDEO_PARAMETER_MARKERS = ("frame_op", "temporal_attn", "norm_temporal", "fps_embedding")
+
+
+def is_video_parameter(name: str) -> bool:
+    return any(marker in name for marker in VIDEO_PARAMETER_MARKERS)
+
+
+# -- per-frame operators after the shared 2D convolutions --------------------------------
+class FrameAdaptor(nn.Module):
+    """z_i = S_i * z_i + B_i for frame i, per channel; S=1, B=0 at init (identity)."""
+
+    def __init__(self, channels: int, max_frames: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(max_frames, channels))
+        self.bias = nn.Parameter(torch.zeros(max_frames, channels))
+
+    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+        bf, c, height, width = h.shape
+        h = h.view(bf // num_frames, num_frames, c, height * width)
+        h = torch.addcmul(self.bias[:num_frames, :, None], self.scale[:num_frames, :, None], h)
+        return h.view(bf, c, height, width)
+
+
+class TemporalConv1d(nn.Module):
+    """The "2D+1D" alternative (ablation): a causal kernel-3 conv over frames at every pixel,
+    initialised to the identity (dirac), so it too starts as a no-op."""
+
+    def __init__(self, channels: int, max_frames: int, kernel_size: int = 3):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(channels, channels, kernel_size)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, :, -1].copy_(torch.eye(channels))  # tap on the current frame
+            self.conv.bias.zero_()
+
+    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+        bf, c, height, width = h.shape
+        seq = rearrange(h, "(b f) c h w -> (b h w) c f", f=num_frames)
+        seq = self.conv(F.pad(seq, (self.kernel_size - 1, 0)))  # left pad: causal in time
+        return rearrange(seq, "(b h w) c f -> (b f) c h w", h=height, w=width)
+
+
+class NoFrameOp(nn.Module):
+    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return h
+
+
+def make_frame_op(kind: str, channels: int, max_frames: int) -> nn.Module:
+    if kind == "adaptor":
+        return FrameAdaptor(channels, max_frames)
+    if kind == "conv1d":
+        return TemporalConv1d(channels, max_frames)
+    return NoFrameOp()
+
+
+# -- embeddings ---------------------------------------------------------------------------
+class MLPEmbedding(nn.Module):
+    """Linear -> SiLU -> Linear on sinusoidal features (SD's ``TimestepEmbedding``)."""
+
+    def __init__(self, in_dim: int, dim: int, zero_init: bool = False):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+        if zero_init:
+            nn.init.zeros_(self.linear_2.weight)
+            nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(features)))
+
+
+def sinusoidal(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """SD's timestep features (flip_sin_to_cos=True, freq_shift=0), for timesteps or fps."""
+    return get_timestep_embedding(values, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+
+
+# -- blocks -------------------------------------------------------------------------------
+class VideoResBlock(nn.Module):
+    """SD's ResnetBlock2D with a frame operator (adaptor by default) after each conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, cfg: VideoUNetConfig):
+        super().__init__()
+        groups, eps = cfg.norm_num_groups, cfg.norm_eps
+        self.norm1 = nn.GroupNorm(groups, in_ch, eps=eps)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.frame_op1 = make_frame_op(cfg.temporal_conv_op, out_ch, cfg.max_frames)
+        self.time_emb_proj = nn.Linear(temb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch, eps=eps)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.frame_op2 = make_frame_op(cfg.temporal_conv_op, out_ch, cfg.max_frames)
+        self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch.Tensor:
+        h = self.frame_op1(self.conv1(F.silu(self.norm1(x))), num_frames)
+        h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.frame_op2(self.conv2(F.silu(self.norm2(h))), num_frames)
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
+
+
+class VideoTransformerBlock(nn.Module):
+    """Spatial self-attention and directed temporal attention from the same LayerNorm'd
+    tokens, summed into the residual (parallel); then text cross-attention; then GEGLU FF."""
+
+    def __init__(self, dim: int, heads: int, cfg: VideoUNetConfig):
+        super().__init__()
+        self.parallel = cfg.attention_layout == "parallel"
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads)
+        self.temporal_attn = None
+        if cfg.temporal_attention != "none":
+            self.temporal_attn = TemporalAttention(dim, heads, directed=cfg.temporal_attention == "directed")
+            if not self.parallel:
+                self.norm_temporal = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, context_dim=cfg.cross_attention_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = GEGLUFeedForward(dim)
+
+    def temporal(self, tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
+        seq = rearrange(tokens, "(b f) l c -> (b l) f c", f=num_frames)
+        out, _ = self.temporal_attn(seq)
+        return rearrange(out, "(b l) f c -> (b f) l c", l=tokens.shape[1])
+
+    def cross(self, tokens: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if context.shape[0] * num_frames == tokens.shape[0]:
+            # one context per video: fold frames into the query length instead of copying
+            # the context F times (cross-attention treats every query independently)
+            q = rearrange(tokens, "(b f) l c -> b (f l) c", f=num_frames)
+            return rearrange(self.attn2(q, context), "b (f l) c -> (b f) l c", f=num_frames)
+        return self.attn2(tokens, context)  # per-frame context, already (B*F, L, D)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
+        n = self.norm1(x)
+        if self.temporal_attn is None:
+            x = x + self.attn1(n)
+        elif self.parallel:
+            x = x + self.attn1(n) + self.temporal(n, num_frames)
+        else:
+            x = x + self.attn1(n)
+            x = x + self.temporal(self.norm_temporal(x), num_frames)
+        x = x + self.cross(self.norm2(x), context, num_frames)
+        return x + self.ff(self.norm3(x))
+
+
+class VideoTransformer(nn.Module):
+    """SD's Transformer2DModel around one VideoTransformerBlock (GroupNorm, proj in/out)."""
+
+    def __init__(self, dim: int, heads: int, cfg: VideoUNetConfig):
+        super().__init__()
+        self.linear = cfg.use_linear_projection
+        self.norm = nn.GroupNorm(cfg.norm_num_groups, dim, eps=1e-6)
+        self.proj_in = nn.Linear(dim, dim) if self.linear else nn.Conv2d(dim, dim, 1)
+        self.transformer_blocks = nn.ModuleList([VideoTransformerBlock(dim, heads, cfg)])
+        self.proj_out = nn.Linear(dim, dim) if self.linear else nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
+        _, _, height, width = x.shape
+        h = self.norm(x)
+        if self.linear:
+            h = self.proj_in(rearrange(h, "n c h w -> n (h w) c"))
+        else:
+            h = rearrange(self.proj_in(h), "n c h w -> n (h w) c")
+        for block in self.transformer_blocks:
+            h = block(h, context, num_frames)
+        if self.linear:
+            h = rearrange(self.proj_out(h), "n (h w) c -> n c h w", h=height, w=width)
+        else:
+            h = self.proj_out(rearrange(h, "n (h w) c -> n c h w", h=height, w=width))
+        return h + x
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: resnets, optional attention after each, optional resampler.
+    Serves the down path, the mid block (resnet, attention, resnet) and the up path."""
+
+    def __init__(self, resnets: list[VideoResBlock], attentions: list[VideoTransformer] | None,
+                 downsample: int | None = None, upsample: int | None = None):
+        super().__init__()
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = nn.ModuleList(attentions) if attentions else None
+        self.downsamplers = nn.ModuleList([Downsample(downsample)]) if downsample else None
+        self.upsamplers = nn.ModuleList([Upsample(upsample)]) if upsample else None
+
+
+# -- the backbone -------------------------------------------------------------------------
+class VideoUNet(nn.Module):
+    """Latent video denoiser: ``unet(sample, timestep, encoder_hidden_states, fps=...)``."""
+
+    def __init__(self, config: VideoUNetConfig | None = None):
+        super().__init__()
+        cfg = self.config = config or VideoUNetConfig()
+        chs = cfg.block_out_channels
+        temb_dim = chs[0] * 4
+        self.gradient_checkpointing = False
+
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.condition_channels, chs[0], 3, padding=1)
+        if cfg.condition_channels:
+            with torch.no_grad():  # new conditioning channels start silent
+                self.conv_in.weight[:, cfg.in_channels:].zero_()
+        self.time_embedding = MLPEmbedding(chs[0], temb_dim)
+        self.fps_embedding = MLPEmbedding(chs[0], temb_dim, zero_init=True) if cfg.use_fps_embedding else None
+
+        def attn(ch: int, level: int) -> VideoTransformer:
+            return VideoTransformer(ch, cfg.num_attention_heads[level], cfg)
+
+        self.down_blocks = nn.ModuleList()
+        ch_in = chs[0]
+        for i, ch in enumerate(chs):
+            last = i == len(chs) - 1
+            resnets = [VideoResBlock(ch_in if j == 0 else ch, ch, temb_dim, cfg) for j in range(cfg.layers_per_block)]
+            attns = [attn(ch, i) for _ in resnets] if cfg.attention_levels[i] else None
+            self.down_blocks.append(Level(resnets, attns, downsample=None if last else ch))
+            ch_in = ch
+
+        top = len(chs) - 1
+        self.mid_block = Level(
+            [VideoResBlock(chs[-1], chs[-1], temb_dim, cfg), VideoResBlock(chs[-1], chs[-1], temb_dim, cfg)],
+            [attn(chs[-1], top)],
+        )
+
+        # up path: mirror of the down path, each resnet also eats one skip connection
+        self.up_blocks = nn.ModuleList()
+        rev = list(reversed(chs))
+        prev = rev[0]
+        for i, ch in enumerate(rev):
+            skip_in = rev[min(i + 1, top)]
+            n = cfg.layers_per_block + 1
+            resnets = [
+                VideoResBlock((prev if j == 0 else ch) + (skip_in if j == n - 1 else ch), ch, temb_dim, cfg)
+                for j in range(n)
+            ]
+            level = top - i
+            attns = [attn(ch, level) for _ in resnets] if cfg.attention_levels[level] else None
+            self.up_blocks.append(Level(resnets, attns, upsample=ch if i < top else None))
+            prev = ch
+
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, chs[0], eps=cfg.norm_eps)
+        self.conv_out = nn.Conv2d(chs[0], cfg.out_channels, 3, padding=1)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _check_inputs(self, sample, timestep, context, fps, conditioning) -> None:
+        cfg = self.config
+        if not isinstance(sample, torch.Tensor) or sample.ndim != 5:
+            shape = tuple(sample.shape) if isinstance(sample, torch.Tensor) else type(sample).__name__
+            raise ValueError(f"sample must be a 5D tensor (B, C, F, H, W), got {shape}")
+        b, c, f, h, w = sample.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"sample has {c} channels, the model expects {cfg.in_channels}")
+        if f > cfg.max_frames:
+            raise ValueError(f"sample has {f} frames, above the configured maximum max_frames={cfg.max_frames}")
+        if h % cfg.downsample_factor or w % cfg.downsample_factor:
+            raise ValueError(f"latent size {h}x{w} must be divisible by {cfg.downsample_factor}")
+        if not isinstance(context, torch.Tensor) or context.ndim not in (3, 4):
+            raise ValueError("encoder_hidden_states must be (B, L, D) or per-frame (B, F, L, D)")
+        if context.shape[-1] != cfg.cross_attention_dim:
+            raise ValueError(
+                f"encoder_hidden_states width {context.shape[-1]} does not match "
+                f"cross_attention_dim={cfg.cross_attention_dim}"
+            )
+        if context.shape[0] != b or (context.ndim == 4 and context.shape[1] != f):
+            raise ValueError(f"encoder_hidden_states shape {tuple(context.shape)} does not match batch {b}, frames {f}")
+        t = torch.as_tensor(timestep)
+        if t.ndim > 2 or (t.ndim >= 1 and t.shape[0] not in (1, b)) or (t.ndim == 2 and t.shape[1] != f):
+            raise ValueError(f"timestep must be a scalar, (B,) or per-frame (B, F); got shape {tuple(t.shape)}")
+        if fps is not None and bool((torch.as_tensor(fps) <= 0).any()):
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if cfg.condition_channels:
+            if conditioning is None or conditioning.shape != (b, cfg.condition_channels, f, h, w):
+                got = None if conditioning is None else tuple(conditioning.shape)
+                raise ValueError(
+                    f"this model needs conditioning of shape {(b, cfg.condition_channels, f, h, w)}, got {got}"
+                )
+        elif conditioning is not None:
+            raise ValueError("conditioning given, but the model has condition_channels=0")
+
+    def _per_frame(self, values: Any, batch: int, num_frames: int, device: torch.device) -> torch.Tensor:
+        """Scalar, (B,) or (B, F) -> (B*F,), frame-major like the folded batch."""
+        v = torch.as_tensor(values, device=device, dtype=torch.float32)
+        if v.ndim == 0:
+            v = v.expand(batch)
+        if v.ndim == 1:
+            v = v.expand(batch) if v.shape[0] == 1 else v
+            v = v[:, None].expand(batch, num_frames)
+        return v.reshape(batch * num_frames)
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        fps: torch.Tensor | float | None = None,
+        conditioning: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """sample (B, C, F, H, W); timestep scalar, (B,) or (B, F); encoder_hidden_states
+        (B, L, D) or per-frame (B, F, L, D); fps scalar or (B,) (default: config.default_fps);
+        conditioning (B, condition_channels, F, H, W) for interpolation models.
+        Returns the prediction, shape (B, out_channels, F, H, W)."""
+        self._check_inputs(sample, timestep, encoder_hidden_states, fps, conditioning)
+        b, _, f, _, _ = sample.shape
+        cfg = self.config
+        x = sample if conditioning is None else torch.cat([sample, conditioning.to(sample.dtype)], dim=1)
+        x = fold_frames(x)
+        context = encoder_hidden_states.to(x.dtype)
+        if context.ndim == 4:
+            context = rearrange(context, "b f l d -> (b f) l d")
+
+        dim0 = cfg.block_out_channels[0]
+        t = self._per_frame(timestep, b, f, x.device)
+        temb = self.time_embedding(sinusoidal(t, dim0).to(x.dtype))
+        if self.fps_embedding is not None:
+            rate = self._per_frame(cfg.default_fps if fps is None else fps, b, f, x.device)
+            temb = temb + self.fps_embedding(sinusoidal(rate, dim0).to(x.dtype))
+
+        h = self.conv_in(x)
+        skips = [h]
+        for level in self.down_blocks:
+            for j, resnet in enumerate(level.resnets):
+                h = self._run(resnet, h, temb, f)
+                if level.attentions is not None:
+                    h = self._run(level.attentions[j], h, context, f)
+                skips.append(h)
+            if level.downsamplers is not None:
+                h = level.downsamplers[0](h)
+                skips.append(h)
+
+        h = self._run(self.mid_block.resnets[0], h, temb, f)
+        h = self._run(self.mid_block.attentions[0], h, context, f)
+        h = self._run(self.mid_block.resnets[1], h, temb, f)
+
+        for level in self.up_blocks:
+            for j, resnet in enumerate(level.resnets):
+                h = self._run(resnet, torch.cat([h, skips.pop()], dim=1), temb, f)
+                if level.attentions is not None:
+                    h = self._run(level.attentions[j], h, context, f)
+            if level.upsamplers is not None:
+                h = level.upsamplers[0](h)
+
+        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        return unfold_frames(h, f)
+
+    def _run(self, module: nn.Module, *args: Any) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> "VideoUNet":
+        self.gradient_checkpointing = enabled
+        return self
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of the image part (what SD has) and of the new video part."""
+        image = video = 0
+        for name, p in self.named_parameters():
+            if is_video_parameter(name):
+                video += p.numel()
+            elif name == "conv_in.weight" and self.config.condition_channels:
+                kept = p.shape[0] * self.config.in_channels * p.shape[2] * p.shape[3]
+                image, video = image + kept, video + p.numel() - kept
+            else:
+                image += p.numel()
+        return {"image": image, "video": video, "total": image + video}
+
+    # -- files ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from .io import save_model_dir
+
+        return save_model_dir(self, self.config, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VideoUNet":
+        """Load a directory written by ``save_pretrained`` (config.json + model.safetensors)."""
+        from .io import load_model_dir
+
+        return load_model_dir(cls, VideoUNetConfig, directory, device=device)
+
+    @classmethod
+    def from_pretrained_2d(cls, path: str | Path, **video_options: Any) -> "VideoUNet":
+        """Build a VideoUNet around Stable Diffusion weights (diffusers folder, its ``unet/``
+        folder, or an original single-file ``.safetensors`` checkpoint). The video parameters
+        start as identity/zero, so the result equals the image model frame by frame."""
+        from ..convert import load_unet_2d
+
+        return load_unet_2d(cls, path, **video_options)
+
+
+def count_flops(module: nn.Module, *args: Any, backward: bool = False, **kwargs: Any) -> int:
+    """FLOPs of one call (optionally forward + backward), counted by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = module(*args, **kwargs)
+        if backward:
+            out.float().sum().backward()
+    return counter.get_total_flops()
+
+
+__all__ = ["VideoUNet", "FrameAdaptor", "TemporalConv1d", "count_flops", "is_video_parameter"]

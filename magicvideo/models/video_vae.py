@@ -1,0 +1,153 @@
+"""VideoVAE: an SD-compatible KL autoencoder whose decoder looks back in time.
+
+Layout: videos are ``(B, 3, F, H, W)`` in [-1, 1]; latents ``(B, C, F, h, w)``, already
+multiplied by the scaling factor (what the diffusion model sees). Frames are encoded one by
+one (diffusers' ``AutoencoderKL``, unchanged). The decoder gets two directed temporal
+attention layers (paper §3): one after the mid block, one after the first up block. Each is
+a residual attention over the frame axis at every pixel, causal, with a zero-initialised
+output projection, so at init the VideoVAE decodes exactly like the image VAE.
+
+Decoding runs in chunks of frames. Because the temporal layers are directed, a chunk only
+needs keys/values of earlier frames, which each layer keeps in a cache of at most
+``temporal_window - 1`` frames: memory stays flat in the number of frames, and for videos
+no longer than the window the result equals decoding all frames at once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from einops import rearrange
+from torch import nn
+
+from ..config import VideoVAEConfig
+from .attention import TemporalAttention
+from .layout import fold_frames, unfold_frames
+
+
+class DecoderTemporalLayer(nn.Module):
+    """GroupNorm -> directed attention over frames at every pixel -> residual."""
+
+    def __init__(self, channels: int, heads: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.temporal_attn = TemporalAttention(channels, heads, directed=True)
+
+    def forward(self, h: torch.Tensor, num_frames: int, past_kv=None, window: int | None = None):
+        _, _, height, width = h.shape
+        seq = rearrange(self.norm(h), "(b f) c h w -> (b h w) f c", f=num_frames)
+        out, cache = self.temporal_attn(seq, past_kv=past_kv, window=window)
+        out = rearrange(out, "(b h w) f c -> (b f) c h w", h=height, w=width)
+        return h + out, cache
+
+
+class VideoVAE(nn.Module):
+    def __init__(self, config: VideoVAEConfig | None = None):
+        super().__init__()
+        cfg = self.config = config or VideoVAEConfig()
+        self.vae = AutoencoderKL(**cfg.to_diffusers())
+        top = cfg.block_out_channels[-1]  # width after the mid block and the first up block
+        self.temporal_layers = nn.ModuleList(
+            [DecoderTemporalLayer(top, cfg.temporal_attention_heads, cfg.norm_num_groups) for _ in range(2)]
+        )
+
+    # -- checks ---------------------------------------------------------------------------
+    def _check_video(self, video: torch.Tensor) -> None:
+        cfg = self.config
+        if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != cfg.in_channels:
+            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            raise ValueError(f"video must be (B, {cfg.in_channels}, F, H, W), got {shape}")
+        h, w = video.shape[-2:]
+        if h % cfg.downsample_factor or w % cfg.downsample_factor:
+            raise ValueError(f"frame size {h}x{w} must be divisible by {cfg.downsample_factor}")
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        c = self.config.latent_channels
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[1] != c:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be (B, {c}, F, h, w), got {shape}")
+
+    # -- encode ---------------------------------------------------------------------------
+    def encode(
+        self,
+        video: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        chunk_frames: int = 16,
+    ) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> scaled latents (B, C, F, h, w); frame by frame."""
+        self._check_video(video)
+        f = video.shape[2]
+        out = []
+        for start in range(0, f, chunk_frames):
+            frames = fold_frames(video[:, :, start : start + chunk_frames])
+            dist = self.vae.encode(frames).latent_dist
+            z = dist.sample(generator) if sample else dist.mode()
+            out.append(unfold_frames(z, frames.shape[0] // video.shape[0]))
+        z = torch.cat(out, dim=2)
+        shift = self.config.shift_factor or 0.0
+        return (z - shift) * self.config.scaling_factor
+
+    # -- decode ---------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor, chunk_frames: int = 8, temporal: bool = True) -> torch.Tensor:
+        """Scaled latents (B, C, F, h, w) -> video (B, 3, F, H, W), about [-1, 1].
+        ``temporal=False`` decodes frame by frame, exactly like the image VAE."""
+        self._check_latents(latents)
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        cfg = self.config
+        z = latents / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        caches: list[Any] = [None, None]
+        out = []
+        for start in range(0, z.shape[2], chunk_frames):
+            chunk = z[:, :, start : start + chunk_frames]
+            frames, caches = self._decode_chunk(fold_frames(chunk), chunk.shape[2], caches, temporal)
+            out.append(unfold_frames(frames, chunk.shape[2]))
+        return torch.cat(out, dim=2)
+
+    def _decode_chunk(self, z: torch.Tensor, num_frames: int, caches: list[Any], temporal: bool):
+        """Diffusers' Decoder.forward with the two temporal layers spliced in."""
+        dec = self.vae.decoder
+        window = self.config.temporal_window
+        h = dec.conv_in(self.vae.post_quant_conv(z))
+        h = dec.mid_block(h, None)
+        new_caches = list(caches)
+        if temporal:
+            h, new_caches[0] = self.temporal_layers[0](h, num_frames, caches[0], window)
+        for i, up_block in enumerate(dec.up_blocks):
+            h = up_block(h, None)
+            if i == 0 and temporal:
+                h, new_caches[1] = self.temporal_layers[1](h, num_frames, caches[1], window)
+        h = dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))
+        return h, new_caches
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Reconstruction: encode (posterior mode) then decode."""
+        return self.decode(self.encode(video))
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        video = sum(p.numel() for p in self.temporal_layers.parameters())
+        image = sum(p.numel() for p in self.vae.parameters())
+        return {"image": image, "video": video, "total": image + video}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from .io import save_model_dir
+
+        return save_model_dir(self, self.config, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VideoVAE":
+        from .io import load_model_dir
+
+        return load_model_dir(cls, VideoVAEConfig, directory, device=device)
+
+    @classmethod
+    def from_pretrained_2d(cls, path: str | Path, **video_options: Any) -> "VideoVAE":
+        """Wrap SD VAE weights (diffusers folder, its ``vae/`` folder, or an original
+        single-file ``.safetensors`` checkpoint); the temporal layers start as identity."""
+        from ..convert import load_vae_2d
+
+        return load_vae_2d(cls, path, **video_options)
