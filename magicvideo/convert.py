@@ -62,7 +62,7 @@ def _single_file_unet_config(checkpoint: dict[str, torch.Tensor], source: Path) 
         proj_in = next(v for k, v in checkpoint.items() if k.startswith(p) and k.endswith(".proj_in.weight"))
     except (KeyError, StopIteration):
         raise ValueError(f"{source}: not an SD 1.x/2.x checkpoint (no model.diffusion_model. UNet weights)") from None
-    blocks = {int(k.split(".")[2]) for k in checkpoint if k.startswith(p + "input_blocks.")}
+    blocks = {int(k.split(".")[3]) for k in checkpoint if k.startswith(p + "input_blocks.")}
     downsamplers = [n for n in blocks if p + f"input_blocks.{n}.0.op.weight" in checkpoint]
     levels = len(downsamplers) + 1
     layers = (len(blocks) - 1 - len(downsamplers)) // levels

@@ -68,7 +68,7 @@ def format_report(r: dict[str, Any]) -> str:
         return f"{n / 1e6:,.2f} M"
 
     def g(n: int) -> str:
-        return f"{n / 1e9:,.2f} GFLOP"
+        return f"{n / 1e9:,.2f} GFLOP" if n >= 1e8 else f"{n / 1e6:,.2f} MFLOP"
 
     ua, uc, vae = r["unet_adaptor"], r["unet_conv1d"], r["vae"]
     lines = [

@@ -123,6 +123,6 @@ class TemporalAttention(nn.Module):
             return self.attn.attend(tokens, k, v), (k, v)
         mask = sliding_causal_mask(tokens.shape[1], num_past, window, tokens.device)
         out = self.attn.attend(tokens, k, v, attn_mask=mask, is_causal=mask is None)
-        keep = k.shape[2] if window is None else max(window - 1, 0)
-        cache = (k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :])
+        start = 0 if window is None else max(k.shape[2] - (window - 1), 0)
+        cache = (k[:, :, start:], v[:, :, start:])
         return out, cache

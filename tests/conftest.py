@@ -1,0 +1,67 @@
+"""Tiny random reference models built with diffusers, saved the way users have them."""
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+torch.set_num_threads(2)
+
+TINY_UNET_2D = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    norm_num_groups=8,
+    attention_head_dim=4,
+    sample_size=8,
+)
+TINY_VAE_2D = dict(
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    norm_num_groups=8,
+    latent_channels=4,
+    sample_size=16,
+)
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Give every parameter random values (zero-initialised branches included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+@pytest.fixture(scope="session")
+def diffusers_unet(tmp_path_factory):
+    torch.manual_seed(0)
+    model = UNet2DConditionModel(**TINY_UNET_2D)
+    randomize_(model, seed=1, scale=0.02)  # diffusers zero-inits some layers; make all count
+    path = tmp_path_factory.mktemp("sd") / "unet"
+    model.save_pretrained(path)
+    return model.eval(), path
+
+
+@pytest.fixture(scope="session")
+def diffusers_vae(tmp_path_factory):
+    torch.manual_seed(0)
+    model = AutoencoderKL(**TINY_VAE_2D)
+    path = tmp_path_factory.mktemp("sd") / "vae"
+    model.save_pretrained(path)
+    return model.eval(), path
+
+
+def per_frame(x):
+    """(B, C, F, H, W) -> (B*F, C, H, W), the layout a 2D model sees."""
+    b, c, f, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+
+
+def per_video(x, frames):
+    bf, c, h, w = x.shape
+    return x.reshape(bf // frames, frames, c, h, w).permute(0, 2, 1, 3, 4)
