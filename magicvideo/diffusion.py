@@ -1,0 +1,136 @@
+"""Diffusion maths around the VideoUNet: noise schedule, targets, CFG, sampling.
+
+The U-Net knows nothing of noise schedules; this module owns them. Schedulers for sampling
+come from diffusers (DDIM, DPM-Solver++); the training-side formulas are the closed forms
+of the same variance-preserving process, written for per-video ``(B,)`` or per-frame
+``(B, F)`` timesteps on latents ``(B, C, F, H, W)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+SCHEDULERS = ("ddim", "dpm")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The training process: q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085  # SD's scaled-linear schedule
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "v_prediction"  # v is the default for video (stable at high noise)
+    rescale_betas_zero_snr: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+
+    def scheduler(self, name: str = "ddim"):
+        """A diffusers sampling scheduler for this process."""
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+        kwargs = dict(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_start=self.beta_start,
+            beta_end=self.beta_end,
+            beta_schedule=self.beta_schedule,
+            prediction_type=self.prediction_type,
+            rescale_betas_zero_snr=self.rescale_betas_zero_snr,
+            timestep_spacing="trailing",  # reaches t = T-1 at the first step (no SNR leak)
+        )
+        if name == "ddim":
+            return DDIMScheduler(**kwargs, clip_sample=False, set_alpha_to_one=False)
+        if name == "dpm":
+            return DPMSolverMultistepScheduler(**kwargs, algorithm_type="dpmsolver++", final_sigmas_type="zero")
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
+
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.scheduler("ddim").alphas_cumprod.clone()
+
+
+def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) or (B, F) per-sample values -> broadcastable against (B, C, F, H, W)."""
+    if values.ndim == 1:
+        return values.view(-1, 1, 1, 1, 1).to(like.dtype)
+    return values[:, None, :, None, None].to(like.dtype)
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+    abar = _broadcast(alphas_cumprod.to(x0.device)[t], x0)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def training_target(
+    x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """What the network regresses: eps, or v = sqrt(abar) eps - sqrt(1 - abar) x_0."""
+    if prediction_type == "epsilon":
+        return noise
+    abar = _broadcast(alphas_cumprod.to(x0.device)[t], x0)
+    return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+
+
+def predict_x0(
+    xt: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """Invert the parameterisation: the clean latents the network's output implies."""
+    abar = _broadcast(alphas_cumprod.to(xt.device)[t], xt)
+    if prediction_type == "epsilon":
+        return (xt - (1 - abar).sqrt() * prediction) / abar.sqrt()
+    return abar.sqrt() * xt - (1 - abar).sqrt() * prediction
+
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, guidance: float, **kwargs) -> Denoiser:
+    """Classifier-free guidance: out = uncond + g * (cond - uncond), both in one batch."""
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if uncond is None or guidance == 1.0:
+            return model(x, t, cond, **kwargs)
+        out_u, out_c = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([uncond, cond]), **_doubled(kwargs)).chunk(2)
+        return out_u + guidance * (out_c - out_u)
+
+    return denoise
+
+
+def _doubled(kwargs: dict) -> dict:
+    out = {}
+    for k, v in kwargs.items():
+        out[k] = torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.ndim >= 1 else v
+    return out
+
+
+@torch.no_grad()
+def sample(
+    denoise: Denoiser,
+    latents: torch.Tensor,
+    scheduler,
+    num_steps: int,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    progress: bool = True,
+    start_step: int = 0,
+) -> torch.Tensor:
+    """Run ``scheduler`` from ``latents`` (pure noise, or noised latents when
+    ``start_step > 0``, SDEdit-style). ``callback(i, t, latents)`` after every step."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    scheduler.set_timesteps(num_steps, device=latents.device)
+    timesteps = scheduler.timesteps[start_step:]
+    for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
+        t_batch = t.expand(latents.shape[0]).to(latents.device)
+        prediction = denoise(scheduler.scale_model_input(latents, t), t_batch)
+        latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
+        if callback is not None:
+            callback(i, int(t), latents)
+    return latents
