@@ -1,4 +1,8 @@
-"""The ``magicvideo`` command line."""
+"""The ``magicvideo`` command line.
+
+Every user error (bad option, bad file, bad prompt) is one line on stderr and exit code 2,
+checked before any expensive work starts; nothing is half-written.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +12,38 @@ import sys
 from . import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -24,12 +56,50 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import time
+
+    from .video_io import check_output_path, write_video
+
+    if not args.prompt.strip():
+        raise ValueError("prompt is empty")
+    check_output_path(args.output)
+    start = time.time()
+    from .pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    video = pipe(args.prompt, num_frames=args.num_frames, fps=args.fps, steps=args.steps, guidance=args.guidance,
+                 seed=args.seed, scheduler=args.scheduler, progress=not args.quiet)
+    path = write_video(video.frames, args.output, fps=video.fps)
+    t, h, w, _ = video.frames.shape
+    if not args.quiet:
+        print(f"wrote {path} ({t} frames, {w}x{h}, {video.fps:g} fps) in {time.time() - start:.1f} s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .stages import StageOptions, build_stage
+    from .train import TrainConfig, train
+
+    options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
+                           encoder=args.encoder, init_from=args.init_from)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
+                      sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10))
+    stage = build_stage(args.stage, options)
+    final = train(stage, cfg, args.output, resume=args.resume, progress=not args.quiet)
+    print(f"stage {args.stage}: model written to {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import PRESETS
+    from .diffusion import SCHEDULERS
+    from .stages import CONDITIONS, STAGES
 
-    parser = argparse.ArgumentParser(prog="magicvideo", description="MagicVideo text-to-video latent diffusion")
+    parser = _Parser(prog="magicvideo", description="MagicVideo text-to-video latent diffusion")
     parser.add_argument("--version", action="version", version=f"magicvideo {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     info = sub.add_parser("info", help="parameter counts and FLOPs of a preset (built on the meta device)")
     info.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
@@ -38,6 +108,40 @@ def build_parser() -> argparse.ArgumentParser:
                       help="video height/width in pixels (default: the preset's, 64 tiny / 256 sd15)")
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
     info.set_defaults(func=cmd_info)
+
+    gen = sub.add_parser("generate", help="generate a video from a prompt")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png (frame sequence)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--fps", type=_positive_float, default=None, help="frame rate the motion is generated at "
+                     "(default: the pipeline's, 8)")
+    gen.add_argument("--num-frames", type=_positive_int, default=16)
+    gen.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
+    gen.add_argument("--guidance", type=_nonnegative_float, default=None, help="classifier-free guidance scale")
+    gen.add_argument("--scheduler", choices=SCHEDULERS, default=None)
+    gen.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
+    gen.add_argument("-q", "--quiet", action="store_true")
+    gen.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("train", help="train one stage (checkpoints, metrics and samples go to --output)")
+    tr.add_argument("--stage", choices=STAGES, required=True)
+    tr.add_argument("-o", "--output", required=True, help="run directory")
+    tr.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    tr.add_argument("--condition", choices=CONDITIONS, default="text",
+                    help="keyframe stage: image = unsupervised pretraining, text = finetuning")
+    tr.add_argument("--vae", default=None, help="trained VAE model directory (keyframe stage)")
+    tr.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory (keyframe stage)")
+    tr.add_argument("--init-from", default=None, help="initial U-Net weights: our model dir or an SD folder/file")
+    tr.add_argument("--steps", type=_positive_int, default=1000)
+    tr.add_argument("--batch-size", type=_positive_int, default=4)
+    tr.add_argument("--lr", type=_positive_float, default=2e-4)
+    tr.add_argument("--ema-decay", type=_nonnegative_float, default=0.999)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--checkpoint-every", type=_positive_int, default=500)
+    tr.add_argument("--sample-every", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    tr.add_argument("-q", "--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
     return parser
 
 
@@ -49,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"magicvideo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"magicvideo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,222 @@
+"""The training stages: each is a trainable model, a loss, and a batch maker.
+
+``build_stage(name, options)`` returns a ``train.Stage``. Batches come from the procedural
+shapes domain (``data/synthetic.py``) and are a pure function of (seed, step), so runs
+resume exactly. Frozen helpers (VAE, encoders) are loaded from model directories.
+
+* ``vae``: the SD-style KL autoencoder on single frames (reconstruction + tiny KL); its
+  scaling factor is then set so that latents have unit variance, as SD does.
+* ``lit``: the image tower, contrastively matched to the frozen MiniLM text tower (LiT).
+* ``keyframe``: the VideoUNet on 16-frame latent clips at a random fps, conditioned on
+  ``image`` (unsupervised: the image tower's embedding of the clip's frames as proxy text)
+  or ``text`` (the caption), with condition dropout for classifier-free guidance.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import get_preset
+from .diffusion import NoiseSchedule, add_noise, training_target
+from .models import VideoUNet, VideoVAE
+from .train import Stage
+
+STAGES = ("vae", "lit", "keyframe")
+CONDITIONS = ("image", "text")
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    preset: str = "tiny"
+    seed: int = 0
+    condition: str = "text"  # keyframe: image (unsupervised pretraining) | text (finetuning)
+    vae: str | None = None  # model directory of a trained VAE (keyframe stage)
+    encoder: str | None = None  # directory of a trained LiT encoder, or a CLIP directory
+    init_from: str | None = None  # start weights: our model dir, or an SD folder / file
+    num_frames: int = 16
+    fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
+    cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
+    schedule: NoiseSchedule = NoiseSchedule()
+    sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if not 0 <= self.cond_drop < 1:
+            raise ValueError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
+
+
+def build_stage(name: str, options: StageOptions) -> Stage:
+    if name == "vae":
+        return vae_stage(options)
+    if name == "lit":
+        return lit_stage(options)
+    if name == "keyframe":
+        return keyframe_stage(options)
+    raise ValueError(f"unknown stage {name!r}; choose one of {STAGES}")
+
+
+def _dataset(options: StageOptions, num_frames: int):
+    from .data.synthetic import ShapesDataset
+
+    preset = get_preset(options.preset)
+    return ShapesDataset(num_frames=num_frames, resolution=preset.resolution, fps_choices=options.fps_choices,
+                         split="train", seed=options.seed, length=10**9)
+
+
+def _items(dataset, step: int, batch_size: int) -> list[dict[str, Any]]:
+    return [dataset[step * batch_size + i] for i in range(batch_size)]
+
+
+def _preview_frames(video: torch.Tensor) -> np.ndarray:
+    """(3, F, H, W) in [-1, 1] -> uint8 (F, H, W, 3)."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+
+
+# -- vae ----------------------------------------------------------------------------------
+def vae_stage(options: StageOptions, kl_weight: float = 1e-6) -> Stage:
+    preset = get_preset(options.preset)
+    model = VideoVAE(preset.vae)
+    model.temporal_layers.requires_grad_(False)  # trained later, in the videovae stage
+    data = _dataset(options, num_frames=2)
+
+    def make_batch(step: int, batch_size: int) -> torch.Tensor:
+        # one random frame of each clip: (B, 3, H, W)
+        return torch.stack([item["video"][:, step % 2] for item in _items(data, step, batch_size)])
+
+    def loss(frames: torch.Tensor, gen: torch.Generator):
+        posterior = model.vae.encode(frames).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = model.vae.decode(z).sample
+        mse = F.mse_loss(recon, frames)
+        l1 = (recon - frames).abs().mean()
+        kl = posterior.kl().mean()
+        return mse + l1 + kl_weight * kl, {"mse": mse.item(), "kl": kl.item()}
+
+    def save(trained: VideoVAE, directory: Path) -> None:
+        # SD's convention: scale latents to unit variance for the diffusion model
+        with torch.no_grad():
+            frames = torch.cat([make_batch(10_000 + i, 16) for i in range(4)])
+            std = trained.vae.encode(frames).latent_dist.mode().std().item()
+        final = VideoVAE(dataclasses.replace(trained.config, scaling_factor=round(1.0 / std, 5)))
+        final.load_state_dict(trained.state_dict())
+        final.save_pretrained(directory)
+
+    def sample(trained: VideoVAE, stem: Path) -> None:
+        from .video_io import write_video
+
+        video = torch.stack([data[50_000 + i]["video"] for i in range(2)])
+        with torch.no_grad():
+            recon = trained.decode(trained.encode(video), temporal=False)
+        grid = torch.cat([torch.cat([video[i], recon[i]], dim=-1) for i in range(2)], dim=-2)
+        write_video(_preview_frames(grid), stem.with_suffix(".gif"), fps=4)
+
+    return Stage("vae", model, loss, make_batch, save, sample, describe={"preset": options.preset})
+
+
+# -- lit ----------------------------------------------------------------------------------
+def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
+    from .models.encoders import MiniLMLiTEncoder, lit_loss
+
+    encoder = MiniLMLiTEncoder()
+    data = _dataset(options, num_frames=2)
+
+    def make_batch(step: int, batch_size: int):
+        items = _items(data, step, batch_size)
+        return torch.stack([it["video"][:, step % 2] for it in items]), [it["caption"] for it in items]
+
+    def loss(batch, gen: torch.Generator):
+        frames, captions = batch
+        img, txt = encoder.embed_image(frames), encoder.embed_text(captions)
+        value = lit_loss(img, txt, logit_scale)
+        acc = (img @ txt.T).argmax(1).eq(torch.arange(len(captions))).float().mean().item()
+        return value, {"match_acc": acc}
+
+    def save(tower: torch.nn.Module, directory: Path) -> None:
+        encoder.save_pretrained(directory)
+
+    return Stage("lit", encoder.image_tower, loss, make_batch, save, describe={"preset": options.preset})
+
+
+# -- keyframe -----------------------------------------------------------------------------
+def _load_unet(options: StageOptions) -> VideoUNet:
+    preset = get_preset(options.preset)
+    if options.init_from is None:
+        return VideoUNet(dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames)))
+    path = Path(options.init_from)
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return VideoUNet.from_pretrained(path)
+    return VideoUNet.from_pretrained_2d(path, max_frames=options.num_frames)
+
+
+def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch.Tensor:
+    """Proxy text for unsupervised pretraining: the mean image embedding of a few frames of
+    each clip, as condition tokens. videos: (B, 3, F, H, W) in [-1, 1]."""
+    b, _, f, _, _ = videos.shape
+    idx = torch.linspace(0, f - 1, min(frames_used, f)).round().long()
+    frames = videos[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * len(idx), *videos.shape[1:2], *videos.shape[3:])
+    tokens = encoder.encode_image(frames)  # (B*k, L, D)
+    return tokens.view(b, len(idx), *tokens.shape[1:]).mean(dim=1)
+
+
+def keyframe_stage(options: StageOptions) -> Stage:
+    from .models.encoders import load_encoder
+
+    if options.vae is None:
+        raise ValueError("the keyframe stage needs --vae DIR (a trained VAE model directory)")
+    vae = VideoVAE.from_pretrained(options.vae).requires_grad_(False)
+    encoder = load_encoder(options.encoder).requires_grad_(False).eval()
+    unet = _load_unet(options)
+    if unet.config.cross_attention_dim != encoder.dim:
+        raise ValueError(f"U-Net cross_attention_dim {unet.config.cross_attention_dim} does not match the "
+                         f"encoder width {encoder.dim}")
+    schedule = options.schedule
+    alphas_cumprod = schedule.alphas_cumprod()
+    data = _dataset(options, num_frames=options.num_frames)
+
+    def make_batch(step: int, batch_size: int):
+        items = _items(data, step, batch_size)
+        return {
+            "video": torch.stack([it["video"] for it in items]),
+            "caption": [it["caption"] for it in items],
+            "fps": torch.tensor([it["fps"] for it in items]),
+        }
+
+    def loss(batch, gen: torch.Generator):
+        with torch.no_grad():
+            x0 = vae.encode(batch["video"])
+            if options.condition == "text":
+                cond = encoder.encode_text(batch["caption"])
+            else:
+                cond = clip_condition(encoder, batch["video"])
+        b = x0.shape[0]
+        keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(cond.dtype).view(b, 1, 1)
+        cond = cond * keep  # dropped condition = all-zero tokens, the null condition at sampling
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        xt = add_noise(x0, noise, t, alphas_cumprod)
+        target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
+        pred = unet(xt, t, cond, fps=batch["fps"])
+        return F.mse_loss(pred, target), {}
+
+    def save(trained: VideoUNet, directory: Path) -> None:
+        trained.save_pretrained(directory)
+
+    def sample(trained: VideoUNet, stem: Path) -> None:
+        from .pipeline import MagicVideoPipeline
+        from .video_io import write_video
+
+        pipe = MagicVideoPipeline(unet=trained, vae=vae, encoder=encoder, schedule=schedule)
+        videos = [pipe(p, num_frames=options.num_frames, fps=8.0, steps=20, seed=0, progress=False).frames
+                  for p in options.sample_prompts]
+        write_video(np.concatenate(videos, axis=2), stem.with_suffix(".gif"), fps=8)
+
+    describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
+                "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices)}
+    return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)

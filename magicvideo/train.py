@@ -1,0 +1,240 @@
+"""One training loop for every stage.
+
+A stage is (trainable model, loss, batch maker) plus how to save the result: see
+``stages.py``. This loop owns what is the same everywhere: AdamW, EMA weights, gradient
+clipping, skipping non-finite losses, JSONL metrics, periodic samples, and checkpoints.
+
+Checkpoints are directories written atomically (temp dir + rename): a kill at any moment
+leaves the previous checkpoint intact. Batches and noise are pure functions of
+(seed, step), so ``--resume`` continues exactly where the run stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .models.io import atomic_directory, load_safetensors
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    ema_decay: float = 0.999  # 0 disables EMA
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+    sample_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 500
+    max_nonfinite: int = 20  # consecutive non-finite losses before giving up
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class Stage:
+    """What a stage gives the loop."""
+
+    name: str
+    model: torch.nn.Module  # the trainable module; its state_dict is what is checkpointed
+    loss: Callable[[Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+    make_batch: Callable[[int, int], Any]  # (step, batch_size) -> batch, deterministic
+    save: Callable[[torch.nn.Module, Path], None]  # write the final (EMA) model directory
+    sample: Callable[[torch.nn.Module, Path], None] | None = None  # write preview(s) to a path stem
+    describe: dict[str, Any] = field(default_factory=dict)  # recorded in the metrics file
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if p.dtype.is_floating_point:
+                ema[name].lerp_(p, 1 - decay)
+            else:
+                ema[name].copy_(p)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as flat tensors (safetensors) + JSON-able rest."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in tensors.items():
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for flat, value in meta["scalars"].items():
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(out: Path, step: int, model, ema, opt, counters: dict[str, Any]) -> Path:
+    target = out / CHECKPOINT_DIR
+    tmp, commit = atomic_directory(target)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        if ema is not None:
+            save_file({k: v.contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        tensors, meta = _optimizer_tensors(opt)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": meta, **counters}, indent=1))
+        commit()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_checkpoint(out: Path, model, ema, opt) -> dict[str, Any]:
+    ckpt = out / CHECKPOINT_DIR
+    state_file = ckpt / "state.json"
+    if not state_file.is_file():
+        raise ValueError(f"{out}: no checkpoint to resume from ({state_file} missing)")
+    try:
+        state = json.loads(state_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{state_file}: corrupt ({err})") from None
+    model.load_state_dict(load_safetensors(ckpt / "model.safetensors"))
+    if ema is not None:
+        ema_state = load_safetensors(ckpt / "ema.safetensors")
+        for k in ema:
+            ema[k].copy_(ema_state[k])
+    _restore_optimizer(opt, load_safetensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+    return state
+
+
+def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train ``stage`` for ``cfg.steps`` steps into ``out``; returns the final model directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = stage.model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"stage {stage.name}: nothing to train")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
+    counters = {"nonfinite_total": 0, "nonfinite_run": 0}
+    start = 0
+    if resume:
+        state = load_checkpoint(out, model, ema, opt)
+        start = state["step"]
+        counters = {k: state.get(k, 0) for k in counters}
+    metrics_path = out / "metrics.jsonl"
+    if resume and metrics_path.exists():  # drop records of steps that are about to be redone
+        kept = [line for line in metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    metrics_file = metrics_path.open("a")
+    if start == 0:
+        metrics_file.write(json.dumps({"event": "start", "stage": stage.name, "config": asdict(cfg),
+                                       **stage.describe}) + "\n")
+
+    def lr_at(step: int) -> float:  # linear warmup, then cosine to 10%
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        progress_frac = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0))))
+
+    t0, window = time.time(), []
+    bar = tqdm(range(start, cfg.steps), desc=f"train {stage.name}", disable=not progress, initial=start,
+               total=cfg.steps)
+    try:
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            batch = stage.make_batch(step, cfg.batch_size)
+            loss, logs = stage.loss(batch, gen)
+            if not torch.isfinite(loss):
+                counters["nonfinite_total"] += 1
+                counters["nonfinite_run"] += 1
+                opt.zero_grad(set_to_none=True)
+                if counters["nonfinite_run"] >= cfg.max_nonfinite:
+                    save_checkpoint(out, step, model, ema, opt, counters)
+                    raise NonFiniteLossError(
+                        f"stage {stage.name}: {counters['nonfinite_run']} non-finite losses in a row at step {step}; "
+                        f"stopped, last good weights are in {out / CHECKPOINT_DIR} (try a lower --lr)"
+                    )
+                continue
+            counters["nonfinite_run"] = 0
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if ema is not None:
+                _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            window.append({"loss": loss.item(), "grad_norm": float(grad_norm), **logs})
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+                record = {"step": done, "lr": lr_at(step), "elapsed_s": round(time.time() - t0, 1),
+                          "nonfinite_total": counters["nonfinite_total"], **{k: round(v, 6) for k, v in avg.items()}}
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(loss=f"{avg['loss']:.4f}")
+                window = []
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                save_checkpoint(out, done, model, ema, opt, counters)
+            if stage.sample is not None and cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
+                _sample(stage, model, ema, out / "samples" / f"step_{done:06d}")
+        save_checkpoint(out, cfg.steps, model, ema, opt, counters)
+    finally:
+        metrics_file.close()
+    final = _final_model(model, ema)
+    stage.save(final, out / "model")
+    if stage.sample is not None:
+        _sample(stage, model, ema, out / "samples" / "final")
+    return out / "model"
+
+
+def _final_model(model: torch.nn.Module, ema: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    if ema is not None:
+        model.load_state_dict(ema)
+    return model.eval()
+
+
+def _sample(stage: Stage, model, ema, stem: Path) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if ema is None:
+        stage.sample(model.eval(), stem)
+        model.train()
+        return
+    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema)
+    stage.sample(model.eval(), stem)
+    model.load_state_dict(live)
+    model.train()
