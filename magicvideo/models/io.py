@@ -110,3 +110,18 @@ def load_model_dir(model_cls: type, config_cls: type, directory: str | Path, dev
         model = model_cls(config)
     load_state_dict_checked(model, state, str(directory / WEIGHTS_NAME))
     return model.eval()
+
+
+class ModelDirectoryMixin:
+    """``save_pretrained`` / ``from_pretrained`` for models built from one frozen config
+    dataclass (``config_class``) and stored as config.json + model.safetensors."""
+
+    config_class: type
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_model_dir(self, self.config, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
+        """Load a directory written by ``save_pretrained``; errors name the file."""
+        return load_model_dir(cls, cls.config_class, directory, device=device)

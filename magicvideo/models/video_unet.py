@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import VideoUNetConfig
 from .attention import Attention, GEGLUFeedForward, TemporalAttention
+from .io import ModelDirectoryMixin
 from .layout import fold_frames, unfold_frames
 
 # Names of parameters that the video model adds to the image model.
@@ -240,8 +241,10 @@ class Level(nn.Module):
 
 
 # -- the backbone -------------------------------------------------------------------------
-class VideoUNet(nn.Module):
+class VideoUNet(ModelDirectoryMixin, nn.Module):
     """Latent video denoiser: ``unet(sample, timestep, encoder_hidden_states, fps=...)``."""
+
+    config_class = VideoUNetConfig
 
     def __init__(self, config: VideoUNetConfig | None = None):
         super().__init__()
@@ -419,19 +422,7 @@ class VideoUNet(nn.Module):
                 image += p.numel()
         return {"image": image, "video": video, "total": image + video}
 
-    # -- files ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        from .io import save_model_dir
-
-        return save_model_dir(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VideoUNet":
-        """Load a directory written by ``save_pretrained`` (config.json + model.safetensors)."""
-        from .io import load_model_dir
-
-        return load_model_dir(cls, VideoUNetConfig, directory, device=device)
-
+    # -- files (save_pretrained / from_pretrained: ModelDirectoryMixin) ---------------------
     @classmethod
     def from_pretrained_2d(cls, path: str | Path, **video_options: Any) -> "VideoUNet":
         """Build a VideoUNet around Stable Diffusion weights (diffusers folder, its ``unet/``

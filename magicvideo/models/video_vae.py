@@ -24,6 +24,7 @@ from torch import nn
 
 from ..config import VideoVAEConfig
 from .attention import TemporalAttention
+from .io import ModelDirectoryMixin
 from .layout import fold_frames, unfold_frames
 
 
@@ -43,7 +44,9 @@ class DecoderTemporalLayer(nn.Module):
         return h + out, cache
 
 
-class VideoVAE(nn.Module):
+class VideoVAE(ModelDirectoryMixin, nn.Module):
+    config_class = VideoVAEConfig
+
     def __init__(self, config: VideoVAEConfig | None = None):
         super().__init__()
         cfg = self.config = config or VideoVAEConfig()
@@ -132,17 +135,6 @@ class VideoVAE(nn.Module):
         video = sum(p.numel() for p in self.temporal_layers.parameters())
         image = sum(p.numel() for p in self.vae.parameters())
         return {"image": image, "video": video, "total": image + video}
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        from .io import save_model_dir
-
-        return save_model_dir(self, self.config, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VideoVAE":
-        from .io import load_model_dir
-
-        return load_model_dir(cls, VideoVAEConfig, directory, device=device)
 
     @classmethod
     def from_pretrained_2d(cls, path: str | Path, **video_options: Any) -> "VideoVAE":

@@ -1,0 +1,80 @@
+"""Measure the shipped default (or any pipeline directory) with the shapes analyzer.
+
+    python scripts/evaluate_default.py [--pipeline DIR] [--steps 25] [--out metrics.json]
+
+Prints, with the thresholds of issue 4, and exits non-zero when one is missed:
+  seen prompts (96, one seed each):  color >= 90%, shape >= 80%, direction >= 85%
+  held-out combinations:             color >= 80%, direction >= 75%
+  fps control: mean per-frame displacement at fps 4 >= 2.5x that at fps 16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pipeline", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    from magicvideo.data.synthetic import HELD_OUT, SEEN, make_caption, parse_prompt
+    from magicvideo.evaluate import analyze_video, score
+    from magicvideo.pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    rng = np.random.default_rng(1234)
+    seen = list(SEEN) + [SEEN[i] for i in rng.choice(len(SEEN), 96 - len(SEEN), replace=False)]
+    held = [c for c in HELD_OUT for _ in range(3)]
+
+    def run(combos, fps=8.0, seed0=0):
+        analyses, expected = [], []
+        for i, (color, shape, direction) in enumerate(combos):
+            prompt = make_caption(color, shape, direction, rng)
+            video = pipe(prompt, fps=fps, steps=args.steps, seed=seed0 + i, progress=False)
+            analyses.append(analyze_video(video.frames))
+            expected.append(parse_prompt(prompt))
+        return analyses, expected
+
+    t0 = time.time()
+    seen_scores = score(*run(seen))
+    held_scores = score(*run(held, seed0=1000))
+    fps_combos = [(c, s, d) for c, s, d in SEEN if s == "square"][:16]
+    slow = score(*run(fps_combos, fps=16.0, seed0=2000))["mean_displacement"]
+    fast = score(*run(fps_combos, fps=4.0, seed0=2000))["mean_displacement"]
+    elapsed = time.time() - t0
+
+    figures = {
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "seen": seen_scores, "held_out": held_scores,
+        "displacement_fps4": fast, "displacement_fps16": slow, "fps_ratio": fast / max(slow, 1e-9),
+        "generations": len(seen) + len(held) + 2 * len(fps_combos), "wall_s": round(elapsed, 1),
+    }
+    checks = [
+        ("seen color", seen_scores["color_acc"], 0.90), ("seen shape", seen_scores["shape_acc"], 0.80),
+        ("seen direction", seen_scores["direction_acc"], 0.85), ("held-out color", held_scores["color_acc"], 0.80),
+        ("held-out direction", held_scores["direction_acc"], 0.75), ("fps 4 / fps 16 displacement", figures["fps_ratio"], 2.5),
+    ]
+    print(f"{figures['generations']} videos in {elapsed:.0f} s on {figures['machine']}")
+    ok = True
+    for name, value, threshold in checks:
+        passed = value >= threshold
+        ok &= passed
+        print(f"{name:<30} {value:7.3f}  (>= {threshold})  {'ok' if passed else 'MISSED'}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(figures, f, indent=1, default=float)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
