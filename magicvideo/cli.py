@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
-                           encoder=args.encoder, init_from=args.init_from)
+                           encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10))
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--vae", default=None, help="trained VAE model directory (keyframe stage)")
     tr.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory (keyframe stage)")
     tr.add_argument("--init-from", default=None, help="initial U-Net weights: our model dir or an SD folder/file")
+    tr.add_argument("--pool-clips", type=int, default=0,
+                    help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--steps", type=_positive_int, default=1000)
     tr.add_argument("--batch-size", type=_positive_int, default=4)
     tr.add_argument("--lr", type=_positive_float, default=2e-4)

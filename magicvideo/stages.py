@@ -42,6 +42,7 @@ class StageOptions:
     num_frames: int = 16
     fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
+    pool_clips: int = 0  # keyframe: encode this many clips once and train on them (0: encode every batch)
     schedule: NoiseSchedule = NoiseSchedule()
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
 
@@ -180,21 +181,37 @@ def keyframe_stage(options: StageOptions) -> Stage:
     alphas_cumprod = schedule.alphas_cumprod()
     data = _dataset(options, num_frames=options.num_frames)
 
-    def make_batch(step: int, batch_size: int):
-        items = _items(data, step, batch_size)
-        return {
-            "video": torch.stack([it["video"] for it in items]),
-            "caption": [it["caption"] for it in items],
-            "fps": torch.tensor([it["fps"] for it in items]),
-        }
+    def encode(items: list[dict[str, Any]]) -> dict[str, Any]:
+        video = torch.stack([it["video"] for it in items])
+        with torch.no_grad():
+            image_cond = clip_condition(encoder, video) if options.condition == "image" else None
+            return {"latents": vae.encode(video), "image_cond": image_cond,
+                    "caption": [it["caption"] for it in items], "fps": torch.tensor([it["fps"] for it in items])}
+
+    pool = None
+    if options.pool_clips:
+        # The VAE encoder costs as much as a U-Net step on CPU: encode a fixed pool once.
+        from tqdm.auto import tqdm
+
+        chunks = [encode([data[i] for i in range(s, min(s + 32, options.pool_clips))])
+                  for s in tqdm(range(0, options.pool_clips, 32), desc="encoding clip pool", leave=False)]
+        pool = {"latents": torch.cat([c["latents"] for c in chunks]), "fps": torch.cat([c["fps"] for c in chunks]),
+                "caption": [cap for c in chunks for cap in c["caption"]],
+                "image_cond": torch.cat([c["image_cond"] for c in chunks]) if options.condition == "image" else None}
+
+    def make_batch(step: int, batch_size: int) -> dict[str, Any]:
+        if pool is None:
+            return encode(_items(data, step, batch_size))
+        g = torch.Generator().manual_seed(options.seed * 7919 + step)
+        idx = torch.randint(0, options.pool_clips, (batch_size,), generator=g)
+        return {"latents": pool["latents"][idx], "fps": pool["fps"][idx],
+                "caption": [pool["caption"][i] for i in idx.tolist()],
+                "image_cond": None if pool["image_cond"] is None else pool["image_cond"][idx]}
 
     def loss(batch, gen: torch.Generator):
+        x0 = batch["latents"]
         with torch.no_grad():
-            x0 = vae.encode(batch["video"])
-            if options.condition == "text":
-                cond = encoder.encode_text(batch["caption"])
-            else:
-                cond = clip_condition(encoder, batch["video"])
+            cond = encoder.encode_text(batch["caption"]) if options.condition == "text" else batch["image_cond"]
         b = x0.shape[0]
         keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(cond.dtype).view(b, 1, 1)
         cond = cond * keep  # dropped condition = all-zero tokens, the null condition at sampling
@@ -218,5 +235,6 @@ def keyframe_stage(options: StageOptions) -> Stage:
         write_video(np.concatenate(videos, axis=2), stem.with_suffix(".gif"), fps=8)
 
     describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
-                "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices)}
+                "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
+                "pool_clips": options.pool_clips}
     return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)

@@ -18,15 +18,15 @@ START=$(date +%s)
 resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 
 # 1. image VAE on single frames (f=4: 64x64 frames -> 4x16x16 latents)
-magicvideo train --stage vae -o "$RUN/vae" --steps "$(steps 3000)" --batch-size 32 --lr 1e-3 $(resume "$RUN/vae")
+magicvideo train --stage vae -o "$RUN/vae" --steps "$(steps 1200)" --batch-size 16 --lr 1e-3 $(resume "$RUN/vae")
 # 2. LiT: image tower matched to the frozen MiniLM text tower
-magicvideo train --stage lit -o "$RUN/lit" --steps "$(steps 1500)" --batch-size 64 --lr 1e-3 $(resume "$RUN/lit")
+magicvideo train --stage lit -o "$RUN/lit" --steps "$(steps 600)" --batch-size 64 --lr 1e-3 $(resume "$RUN/lit")
 # 3. keyframe U-Net, unsupervised: image embeddings of the clip's frames as proxy text
 magicvideo train --stage keyframe --condition image -o "$RUN/keyframe_unsup" --vae "$RUN/vae/model" \
-  --encoder "$RUN/lit/model" --steps "$(steps 2000)" --batch-size 8 --lr 3e-4 $(resume "$RUN/keyframe_unsup")
+  --encoder "$RUN/lit/model" --pool-clips "$(steps 3000)" --steps "$(steps 1200)" --batch-size 8 --lr 3e-4 $(resume "$RUN/keyframe_unsup")
 # 4. keyframe U-Net, supervised finetuning on captions
 magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" --vae "$RUN/vae/model" \
-  --encoder "$RUN/lit/model" --init-from "$RUN/keyframe_unsup/model" --steps "$(steps 4000)" --batch-size 8 \
+  --encoder "$RUN/lit/model" --init-from "$RUN/keyframe_unsup/model" --pool-clips "$(steps 6000)" --steps "$(steps 3500)" --batch-size 8 \
   --lr 2e-4 $(resume "$RUN/keyframe")
 
 python3 - "$RUN" "$SHIP" "$START" <<'PY'
