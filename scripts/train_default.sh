@@ -23,10 +23,10 @@ magicvideo train --stage vae -o "$RUN/vae" --steps "$(steps 1200)" --batch-size 
 magicvideo train --stage lit -o "$RUN/lit" --steps "$(steps 600)" --batch-size 64 --lr 1e-3 $(resume "$RUN/lit")
 # 3. keyframe U-Net, unsupervised: image embeddings of the clip's frames as proxy text
 magicvideo train --stage keyframe --condition image -o "$RUN/keyframe_unsup" --vae "$RUN/vae/model" \
-  --encoder "$RUN/lit/model" --pool-clips "$(steps 3000)" --steps "$(steps 1200)" --batch-size 8 --lr 3e-4 $(resume "$RUN/keyframe_unsup")
+  --encoder "$RUN/lit/model" --pool-clips "$(steps 2500)" --steps "$(steps 1000)" --batch-size 8 --lr 3e-4 $(resume "$RUN/keyframe_unsup")
 # 4. keyframe U-Net, supervised finetuning on captions
 magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" --vae "$RUN/vae/model" \
-  --encoder "$RUN/lit/model" --init-from "$RUN/keyframe_unsup/model" --pool-clips "$(steps 6000)" --steps "$(steps 3500)" --batch-size 8 \
+  --encoder "$RUN/lit/model" --init-from "$RUN/keyframe_unsup/model" --pool-clips "$(steps 4000)" --steps "$(steps 3500)" --batch-size 8 \
   --lr 2e-4 $(resume "$RUN/keyframe")
 
 python3 - "$RUN" "$SHIP" "$START" <<'PY'
