@@ -34,6 +34,14 @@ ENCODER_FILE = "encoder.json"
 TOWER_WEIGHTS = "image_tower.safetensors"
 
 
+def _quiet_transformers() -> None:
+    """No per-load progress bars: the CLI's stderr is for errors and our own progress."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
     if isinstance(prompts, str) or not prompts:
         raise ValueError("prompts must be a non-empty list of strings")
@@ -114,6 +122,7 @@ class MiniLMLiTEncoder(ConditionEncoder):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
+        _quiet_transformers()
         path = text_model_path or default_text_model_path()
         if not Path(path).is_dir():
             raise ValueError(f"{path}: text model directory not found")
@@ -201,6 +210,7 @@ class CLIPEncoder(ConditionEncoder):
         super().__init__()
         from transformers import AutoTokenizer, CLIPModel
 
+        _quiet_transformers()
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path}: not a CLIP model directory (config.json missing)")

@@ -1,0 +1,87 @@
+"""The text-to-video pipeline and `magicvideo generate`: determinism, files, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from magicvideo import VideoUNet, VideoUNetConfig, VideoVAE, VideoVAEConfig
+from magicvideo.cli import main
+from magicvideo.models.encoders import MiniLMLiTEncoder
+from magicvideo.pipeline import MagicVideoPipeline
+from magicvideo.video_io import read_video
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    unet = VideoUNet(VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(False, True),
+                                     num_attention_heads=(2, 2), sample_size=8, max_frames=8))
+    vae = VideoVAE(VideoVAEConfig(block_out_channels=(16, 32), norm_num_groups=8))
+    pipe = MagicVideoPipeline(unet, vae, MiniLMLiTEncoder(), defaults={"steps": 3})
+    path = tmp_path_factory.mktemp("pipe") / "p"
+    pipe.save_pretrained(path)
+    return path
+
+
+def test_round_trip_and_determinism(pipeline_dir):
+    pipe = MagicVideoPipeline.from_pretrained(pipeline_dir)
+    a = pipe("a red circle moving right", num_frames=4, seed=1, progress=False)
+    b = MagicVideoPipeline.from_pretrained(pipeline_dir)("a red circle moving right", num_frames=4, seed=1,
+                                                         progress=False)
+    c = pipe("a red circle moving right", num_frames=4, seed=2, progress=False)
+    assert a.frames.shape == (4, 16, 16, 3) and a.frames.dtype == np.uint8 and a.fps == 8.0
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
+    steps = []
+    pipe("a blue square", num_frames=2, steps=4, scheduler="ddim", progress=False,
+         callback=lambda i, t, x: steps.append(i))
+    assert steps == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prompt": "  "}, "prompt is empty"), ({"scheduler": "euler"}, "unknown scheduler"),
+    ({"fps": 0.0}, "fps"), ({"num_frames": 9}, "maximum 8"), ({"guidance": -1.0}, "guidance"),
+])
+def test_bad_requests_fail_before_compute(pipeline_dir, kwargs, message):
+    pipe = MagicVideoPipeline.from_pretrained(pipeline_dir)
+    with pytest.raises(ValueError, match=message):
+        pipe(**{"prompt": "a red circle", "num_frames": 4, "progress": False, **kwargs})
+
+
+def test_pipeline_directory_problems_are_named(tmp_path, pipeline_dir):
+    with pytest.raises(ValueError, match="pipeline.json missing"):
+        MagicVideoPipeline.from_pretrained(tmp_path)
+    spec = json.loads((pipeline_dir / "pipeline.json").read_text())
+    spec["stages"]["keyframe"] = "nowhere"
+    (tmp_path / "pipeline.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="stage 'keyframe' is missing"):
+        MagicVideoPipeline.from_pretrained(tmp_path)
+
+
+def test_cli_generates_a_video(tmp_path, pipeline_dir, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", "a green square moving up", "-o", str(out), "--pipeline", str(pipeline_dir),
+                 "--num-frames", "6", "--steps", "2", "--fps", "4", "-q"]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape[0] == 6 and fps == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["", "-o", "x.mp4"], "prompt is empty"),
+    (["a red circle", "-o", "x.avi"], "unknown output extension"),
+    (["a red circle", "-o", "missing/x.mp4"], "does not exist"),
+    (["a red circle", "-o", "x.mp4", "--fps", "0"], "--fps"),
+    (["a red circle", "-o", "x.mp4", "--scheduler", "euler"], "--scheduler"),
+    (["a red circle", "-o", "x.mp4", "--num-frames", "99"], "num_frames"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_no_file(tmp_path, pipeline_dir, args, message):
+    cmd = [sys.executable, "-m", "magicvideo.cli", "generate", *args, "--pipeline", str(pipeline_dir)]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
