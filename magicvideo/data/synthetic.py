@@ -94,7 +94,7 @@ def _check_combo(color: str, shape: str, direction: str) -> None:
 
 def make_caption(color: str, shape: str, direction: str, rng: np.random.Generator, template: int | None = None) -> str:
     _check_combo(color, shape, direction)
-    text, kind = TEMPLATES[rng.integers(len(TEMPLATES)) if template is None else template]
+    text, _ = TEMPLATES[rng.integers(len(TEMPLATES)) if template is None else template]
     phrases = {k: v[direction] for k, v in _DIRECTION_PHRASES.items()}
     return text.format(color=color, shape=shape, **phrases)
 
