@@ -58,6 +58,9 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
             _write_mp4(frames, tmp, fps)
         else:
             _write_gif(frames, tmp, fps)
+        mask = os.umask(0)  # mkstemp makes 0600 files; give the video the usual permissions
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

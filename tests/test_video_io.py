@@ -22,6 +22,7 @@ def test_mp4_round_trip_keeps_frames_and_rate(tmp_path):
     write_video(frames, tmp_path / "a.mp4", fps=12)
     back, fps = read_video(tmp_path / "a.mp4")
     assert back.shape == frames.shape and fps == pytest.approx(12)
+    assert (tmp_path / "a.mp4").stat().st_mode & 0o044  # readable by others, like any new file
     assert np.abs(back.astype(int) - frames).mean() < 3.0  # H.264 at crf 18: visually lossless
 
 
