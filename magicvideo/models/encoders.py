@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -166,8 +165,7 @@ class MiniLMLiTEncoder(ConditionEncoder):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        tmp, commit = atomic_directory(directory)
-        try:
+        with atomic_directory(directory) as tmp:
             tower = self.image_tower
             spec = {"_class_name": type(self).__name__, "text_model_path": self.text_model_path, "dim": self.dim,
                     "tower_widths": [m.out_channels for m in tower.features if isinstance(m, nn.Conv2d)][::2],
@@ -175,10 +173,6 @@ class MiniLMLiTEncoder(ConditionEncoder):
             (tmp / ENCODER_FILE).write_text(json.dumps(spec, indent=2) + "\n")
             save_file({k: v.detach().contiguous().cpu() for k, v in tower.state_dict().items()},
                       str(tmp / TOWER_WEIGHTS))
-            commit()
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

@@ -8,8 +8,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -69,34 +70,32 @@ def load_state_dict_checked(
     model.load_state_dict(state, strict=False)
 
 
-def atomic_directory(directory: Path):
-    """Context-free helper: returns (tmp_dir, commit) where commit() renames tmp over target."""
+@contextmanager
+def atomic_directory(directory: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``directory``; on a clean exit it replaces
+    ``directory`` by rename, on any error (or a kill) it is removed and the old one stays."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-
-    def commit() -> None:
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    return tmp, commit
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model_dir(model: torch.nn.Module, config: Any, directory: str | Path) -> Path:
     directory = Path(directory)
-    tmp, commit = atomic_directory(directory)
-    try:
+    with atomic_directory(directory) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
-        commit()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
