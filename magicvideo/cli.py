@@ -44,6 +44,13 @@ _positive_float = _float_above(0.0, strict=True)
 _nonnegative_float = _float_above(0.0, strict=False)
 
 
+def _fraction(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
+    return value
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .config import get_preset
     from .info import describe, format_report
@@ -75,11 +82,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .diffusion import NoiseSchedule
     from .stages import StageOptions, build_stage
     from .train import TrainConfig, train
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
-                           encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips)
+                           encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
+                           pool_cache=args.pool_cache,
+                           schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10))
@@ -131,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-from", default=None, help="initial U-Net weights: our model dir or an SD folder/file")
     tr.add_argument("--pool-clips", type=int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
+    tr.add_argument("--pool-cache", default=None,
+                    help="keyframe stage: safetensors file keeping the encoded pool (shared between stages)")
+    tr.add_argument("--frame-noise-correlation", type=_fraction, default=0.0,
+                    help="keyframe stage: share this fraction of the noise variance across frames (default 0)")
     tr.add_argument("--steps", type=_positive_int, default=1000)
     tr.add_argument("--batch-size", type=_positive_int, default=4)
     tr.add_argument("--lr", type=_positive_float, default=2e-4)

@@ -27,10 +27,25 @@ class NoiseSchedule:
     beta_schedule: str = "scaled_linear"
     prediction_type: str = "v_prediction"  # v is the default for video (stable at high noise)
     rescale_betas_zero_snr: bool = False
+    # Fraction of the noise variance shared by all frames of a video ("mixed" video noise, as
+    # in PYoCo): 0 = independent frames (SD's prior). Training and sampling must agree.
+    frame_noise_correlation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if not 0.0 <= self.frame_noise_correlation < 1.0:
+            raise ValueError(f"frame_noise_correlation must be in [0, 1), got {self.frame_noise_correlation}")
+
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unit-variance noise for latents (B, C, F, H, W); frames are correlated with
+        coefficient ``frame_noise_correlation`` (every element stays N(0, 1))."""
+        rho = self.frame_noise_correlation
+        if rho == 0.0:
+            return torch.randn(shape, generator=generator)
+        b, c, _, h, w = shape
+        shared = torch.randn((b, c, 1, h, w), generator=generator)
+        return rho ** 0.5 * shared + (1.0 - rho) ** 0.5 * torch.randn(shape, generator=generator)
 
     def scheduler(self, name: str = "ddim"):
         """A diffusers sampling scheduler for this process."""

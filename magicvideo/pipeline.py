@@ -134,7 +134,7 @@ class MagicVideoPipeline:
         cfg = self.unet.config
         gen = torch.Generator().manual_seed(seed)
         size = cfg.sample_size
-        latents = torch.randn(cond.shape[0], cfg.in_channels, num_frames, size, size, generator=gen)
+        latents = self.schedule.noise((cond.shape[0], cfg.in_channels, num_frames, size, size), generator=gen)
         sched = self.schedule.scheduler(scheduler)
         latents = latents * sched.init_noise_sigma
         fps_t = torch.full((cond.shape[0],), fps)

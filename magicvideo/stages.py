@@ -14,6 +14,7 @@ resume exactly. Frozen helpers (VAE, encoders) are loaded from model directories
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class StageOptions:
     fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
     pool_clips: int = 0  # keyframe: encode this many clips once and train on them (0: encode every batch)
+    pool_cache: str | None = None  # keyframe: safetensors file that keeps the encoded pool between stages
     schedule: NoiseSchedule = NoiseSchedule()
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
 
@@ -81,7 +83,17 @@ def _preview_frames(video: torch.Tensor) -> np.ndarray:
 
 
 # -- vae ----------------------------------------------------------------------------------
-def vae_stage(options: StageOptions, kl_weight: float = 1e-6) -> Stage:
+def object_weights(frames: torch.Tensor, weight: float, threshold: float = 0.1, margin: int = 2) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, H, W): 1 on the background, ``1 + weight`` on the object
+    and ``margin`` pixels around it. Frames (B, 3, H, W) in [-1, 1], object = any channel
+    brighter than ``threshold`` on black. Shapes are a few percent of a frame: unweighted,
+    the loss is mostly "black stays black" and corners (square vs circle) come last."""
+    mask = ((frames + 1) / 2).amax(dim=1, keepdim=True).gt(threshold).float()
+    mask = F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)
+    return 1.0 + weight * mask
+
+
+def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: float = 9.0) -> Stage:
     preset = get_preset(options.preset)
     model = VideoVAE(preset.vae)
     model.temporal_layers.requires_grad_(False)  # trained later, in the videovae stage
@@ -95,10 +107,11 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6) -> Stage:
         posterior = model.vae.encode(frames).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         recon = model.vae.decode(z).sample
-        mse = F.mse_loss(recon, frames)
-        l1 = (recon - frames).abs().mean()
+        err = recon - frames
+        w = object_weights(frames, object_weight)
+        weighted = ((err.square() + err.abs()) * w).mean() / w.mean()
         kl = posterior.kl().mean()
-        return mse + l1 + kl_weight * kl, {"mse": mse.item(), "kl": kl.item()}
+        return weighted + kl_weight * kl, {"mse": err.square().mean().item(), "kl": kl.item()}
 
     def save(trained: VideoVAE, directory: Path) -> None:
         # SD's convention: scale latents to unit variance for the diffusion model
@@ -166,6 +179,71 @@ def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch
     return tokens.view(b, len(idx), *tokens.shape[1:]).mean(dim=1)
 
 
+def _encode_clips(items: list[dict[str, Any]], vae: VideoVAE, encoder, with_image_cond: bool) -> dict[str, Any]:
+    video = torch.stack([it["video"] for it in items])
+    with torch.no_grad():
+        return {"latents": vae.encode(video), "image_cond": clip_condition(encoder, video) if with_image_cond else None,
+                "caption": [it["caption"] for it in items], "fps": torch.tensor([it["fps"] for it in items])}
+
+
+def _pool_key(options: StageOptions, data) -> dict[str, Any]:
+    """What a cached clip pool depends on; a cache made under other settings is not reused."""
+    from .models.io import WEIGHTS_NAME
+
+    def fingerprint(directory: str | None) -> str:
+        files = sorted(Path(directory).rglob("*.safetensors")) if directory else []
+        return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or WEIGHTS_NAME
+
+    return {"seed": options.seed, "num_frames": options.num_frames, "fps_choices": list(options.fps_choices),
+            "resolution": data.resolution, "vae": str(Path(options.vae).resolve()), "vae_files": fingerprint(options.vae),
+            "encoder": str(options.encoder), "encoder_files": fingerprint(options.encoder)}
+
+
+def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder, chunk: int = 32) -> dict[str, Any]:
+    """The first ``pool_clips`` clips of the training stream, encoded: latents, fps, captions
+    and image conditions. With ``options.pool_cache`` the pool is read from / written to that
+    safetensors file (atomically), so the unsupervised and the text stage encode it once."""
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from .models.io import atomic_file
+
+    n, key = options.pool_clips, _pool_key(options, data)
+    cache = Path(options.pool_cache) if options.pool_cache else None
+    if cache is not None and cache.is_file():
+        pool = _read_pool_cache(cache, key, n)
+        if pool is not None:
+            return pool
+        print(f"{cache}: made with other settings or fewer clips; re-encoding")
+    chunks = [_encode_clips([data[i] for i in range(s, min(s + chunk, n))], vae, encoder, with_image_cond=True)
+              for s in tqdm(range(0, n, chunk), desc="encoding clip pool", leave=False)]
+    pool = {name: torch.cat([c[name] for c in chunks]) for name in ("latents", "fps", "image_cond")}
+    pool["caption"] = [cap for c in chunks for cap in c["caption"]]
+    if cache is not None:
+        with atomic_file(cache) as tmp:
+            save_file({k: pool[k].contiguous() for k in ("latents", "fps", "image_cond")}, str(tmp),
+                      metadata={"key": json.dumps(key), "captions": json.dumps(pool["caption"])})
+    return pool
+
+
+def _read_pool_cache(cache: Path, key: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """The cached pool if it was made with ``key`` and holds >= n clips, else None; a file
+    that is not a pool cache is a ValueError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(cache), framework="pt") as f:
+            meta = f.metadata() or {}
+            if json.loads(meta["key"]) != key or len(captions := json.loads(meta["captions"])) < n:
+                return None
+            pool = {name: f.get_slice(name)[:n] for name in ("latents", "fps", "image_cond")}
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{cache}: not a readable clip-pool cache ({type(err).__name__}: {err}); "
+                         f"delete it to re-encode") from None
+    pool["caption"] = captions[:n]
+    return pool
+
+
 def keyframe_stage(options: StageOptions) -> Stage:
     from .models.encoders import load_encoder
 
@@ -182,22 +260,13 @@ def keyframe_stage(options: StageOptions) -> Stage:
     data = _dataset(options, num_frames=options.num_frames)
 
     def encode(items: list[dict[str, Any]]) -> dict[str, Any]:
-        video = torch.stack([it["video"] for it in items])
-        with torch.no_grad():
-            image_cond = clip_condition(encoder, video) if options.condition == "image" else None
-            return {"latents": vae.encode(video), "image_cond": image_cond,
-                    "caption": [it["caption"] for it in items], "fps": torch.tensor([it["fps"] for it in items])}
+        return _encode_clips(items, vae, encoder, with_image_cond=options.condition == "image")
 
     pool = None
     if options.pool_clips:
-        # The VAE encoder costs as much as a U-Net step on CPU: encode a fixed pool once.
-        from tqdm.auto import tqdm
-
-        chunks = [encode([data[i] for i in range(s, min(s + 32, options.pool_clips))])
-                  for s in tqdm(range(0, options.pool_clips, 32), desc="encoding clip pool", leave=False)]
-        pool = {"latents": torch.cat([c["latents"] for c in chunks]), "fps": torch.cat([c["fps"] for c in chunks]),
-                "caption": [cap for c in chunks for cap in c["caption"]],
-                "image_cond": torch.cat([c["image_cond"] for c in chunks]) if options.condition == "image" else None}
+        # The VAE encoder costs as much as a U-Net step on CPU: encode a fixed pool once
+        # (and, with --pool-cache, once for both keyframe stages).
+        pool = _clip_pool(options, data, vae, encoder)
 
     def make_batch(step: int, batch_size: int) -> dict[str, Any]:
         if pool is None:
@@ -216,7 +285,7 @@ def keyframe_stage(options: StageOptions) -> Stage:
         keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(cond.dtype).view(b, 1, 1)
         cond = cond * keep  # dropped condition = all-zero tokens, the null condition at sampling
         t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = schedule.noise(tuple(x0.shape), generator=gen)
         xt = add_noise(x0, noise, t, alphas_cumprod)
         target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
         pred = unet(xt, t, cond, fps=batch["fps"])

@@ -17,17 +17,19 @@ START=$(date +%s)
 
 resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 
-# 1. image VAE on single frames (f=4: 64x64 frames -> 4x16x16 latents)
-magicvideo train --stage vae -o "$RUN/vae" --steps "$(steps 1200)" --batch-size 16 --lr 1e-3 $(resume "$RUN/vae")
+# 1. image VAE on single frames (f=4: 64x64 frames -> 4x16x16 latents), loss weighted onto the object
+magicvideo train --stage vae -o "$RUN/vae" --steps "$(steps 1600)" --batch-size 16 --lr 1e-3 $(resume "$RUN/vae")
 # 2. LiT: image tower matched to the frozen MiniLM text tower
 magicvideo train --stage lit -o "$RUN/lit" --steps "$(steps 600)" --batch-size 64 --lr 1e-3 $(resume "$RUN/lit")
-# 3. keyframe U-Net, unsupervised: image embeddings of the clip's frames as proxy text
-magicvideo train --stage keyframe --condition image -o "$RUN/keyframe_unsup" --vae "$RUN/vae/model" \
-  --encoder "$RUN/lit/model" --pool-clips "$(steps 2500)" --steps "$(steps 1000)" --batch-size 8 --lr 3e-4 $(resume "$RUN/keyframe_unsup")
+# 3. keyframe U-Net, unsupervised: image embeddings of the clip's frames as proxy text. The encoded
+#    clip pool is cached and reused by step 4; half the noise variance is shared across frames.
+KEYFRAME=(--vae "$RUN/vae/model" --encoder "$RUN/lit/model" --pool-clips "$(steps 4000)" --pool-cache "$RUN/clip_pool.safetensors"
+          --frame-noise-correlation 0.5 --batch-size 8)
+magicvideo train --stage keyframe --condition image -o "$RUN/keyframe_unsup" "${KEYFRAME[@]}" \
+  --steps "$(steps 800)" --lr 4e-4 $(resume "$RUN/keyframe_unsup")
 # 4. keyframe U-Net, supervised finetuning on captions
-magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" --vae "$RUN/vae/model" \
-  --encoder "$RUN/lit/model" --init-from "$RUN/keyframe_unsup/model" --pool-clips "$(steps 4000)" --steps "$(steps 3500)" --batch-size 8 \
-  --lr 2e-4 $(resume "$RUN/keyframe")
+magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" "${KEYFRAME[@]}" \
+  --init-from "$RUN/keyframe_unsup/model" --steps "$(steps 3600)" --lr 3e-4 $(resume "$RUN/keyframe")
 
 python3 - "$RUN" "$SHIP" "$START" <<'PY'
 import json, shutil, sys, time
@@ -36,8 +38,10 @@ run, ship, start = Path(sys.argv[1]), sys.argv[2] == "1", float(sys.argv[3])
 from magicvideo.models import VideoUNet, VideoVAE
 from magicvideo.models.encoders import load_encoder
 from magicvideo.pipeline import DEFAULT_PIPELINE, MagicVideoPipeline
+from magicvideo.diffusion import NoiseSchedule
+start_event = json.loads((run / "keyframe" / "metrics.jsonl").read_text().splitlines()[0])
 pipe = MagicVideoPipeline(VideoUNet.from_pretrained(run / "keyframe/model"), VideoVAE.from_pretrained(run / "vae/model"),
-                          load_encoder(run / "lit/model"))
+                          load_encoder(run / "lit/model"), schedule=NoiseSchedule(**start_event["schedule"]))
 target = DEFAULT_PIPELINE if ship else run / "pipeline"
 if target.exists():
     shutil.rmtree(target)

@@ -81,3 +81,22 @@ def test_bad_options_are_value_errors(schedule):
         NoiseSchedule(prediction_type="x0")
     with pytest.raises(ValueError, match="num_steps"):
         sample(lambda x, t: x, torch.zeros(1, 4, 1, 8, 8), schedule.scheduler("ddim"), 0, progress=False)
+
+
+def test_frame_correlated_noise_has_the_asked_correlation():
+    shape = (64, 4, 3, 8, 8)
+    independent = NoiseSchedule().noise(shape, torch.Generator().manual_seed(0))
+    # rho = 0 is SD's prior and draws exactly what torch.randn draws
+    assert torch.equal(independent, torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+    mixed = NoiseSchedule(frame_noise_correlation=0.5).noise(shape, torch.Generator().manual_seed(0))
+    a, b = mixed[:, :, 0].flatten(), mixed[:, :, 2].flatten()
+    assert abs(mixed.var().item() - 1.0) < 0.03 and abs(mixed.mean().item()) < 0.02
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item() - 0.5) < 0.03
+    c = independent[:, :, 0].flatten(), independent[:, :, 2].flatten()
+    assert abs(torch.corrcoef(torch.stack(c))[0, 1].item()) < 0.03
+
+
+@pytest.mark.parametrize("rho", [-0.1, 1.0])
+def test_frame_noise_correlation_is_validated(rho):
+    with pytest.raises(ValueError, match="frame_noise_correlation"):
+        NoiseSchedule(frame_noise_correlation=rho)

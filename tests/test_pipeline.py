@@ -85,3 +85,30 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_file(tmp_path, pipeline_dir, ar
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_schedule_travels_with_the_pipeline_and_shapes_the_initial_noise(tmp_path, pipeline_dir):
+    from magicvideo.diffusion import NoiseSchedule
+
+    base = MagicVideoPipeline.from_pretrained(pipeline_dir)
+    mixed = MagicVideoPipeline(base.unet, base.vae, base.encoder, NoiseSchedule(frame_noise_correlation=0.9))
+    mixed.save_pretrained(tmp_path / "p")
+    loaded = MagicVideoPipeline.from_pretrained(tmp_path / "p")
+    assert loaded.schedule.frame_noise_correlation == 0.9
+    first = {}
+
+    class Probe(torch.nn.Module):  # records the sampler's first input, predicts zeros
+        config = base.unet.config
+
+        def forward(self, x, t, cond, fps=None):
+            first.setdefault("x", x[:1].clone())
+            return torch.zeros_like(x)
+
+    for name, pipe in (("independent", base), ("mixed", loaded)):
+        pipe.unet = Probe()
+        first.clear()
+        pipe.generate_latents(torch.zeros(1, 1, 384), num_frames=8, fps=8.0, steps=1, guidance=1.0, seed=0,
+                              scheduler="ddim")
+        frames = first["x"][0].transpose(0, 1).flatten(1)  # (F, C*H*W)
+        off_diagonal = torch.corrcoef(frames)[~torch.eye(8, dtype=torch.bool)].mean().item()
+        assert (off_diagonal > 0.8) if name == "mixed" else (abs(off_diagonal) < 0.1)

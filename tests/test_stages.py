@@ -51,3 +51,47 @@ def test_clip_condition_averages_frame_embeddings():
 def test_stage_options_are_validated():
     with pytest.raises(ValueError, match="condition"):
         StageOptions(condition="audio")
+
+
+def test_object_weights_cover_the_object_and_a_margin():
+    from magicvideo.stages import object_weights
+
+    frames = torch.full((1, 3, 16, 16), -1.0)
+    frames[0, 0, 6:9, 6:9] = 1.0  # a red 3x3 object
+    w = object_weights(frames, weight=9.0, margin=2)[0, 0]
+    assert w[7, 7] == 10.0 and w[4, 4] == 10.0 and w[10, 10] == 10.0  # object and 2 px around it
+    assert w[3, 7] == 1.0 and w[11, 11] == 1.0 and w[0, 0] == 1.0
+    assert int((w == 10.0).sum()) == 7 * 7
+
+
+def test_clip_pool_cache_is_reused_only_when_it_matches(tmp_path, monkeypatch, capsys):
+    from magicvideo import stages
+    from magicvideo.config import VideoVAEConfig
+    from magicvideo.models.encoders import MiniLMLiTEncoder
+
+    VideoVAE(VideoVAEConfig()).save_pretrained(tmp_path / "vae")
+    MiniLMLiTEncoder().save_pretrained(tmp_path / "enc")
+    calls = []
+    real = stages._encode_clips
+    monkeypatch.setattr(stages, "_encode_clips", lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
+    cache = tmp_path / "pool.safetensors"
+    opts = StageOptions(vae=str(tmp_path / "vae"), encoder=str(tmp_path / "enc"), pool_clips=3, pool_cache=str(cache))
+    first = stages.keyframe_stage(opts).make_batch(0, 2)
+    assert calls == [3] and cache.is_file()
+    second = stages.keyframe_stage(StageOptions(**{**opts.__dict__, "condition": "image"})).make_batch(0, 2)
+    assert calls == [3]  # read from the cache, not re-encoded
+    assert torch.equal(first["latents"], second["latents"]) and first["caption"] == second["caption"]
+    assert second["image_cond"].shape == (2, 1, 384)
+    stages.keyframe_stage(StageOptions(**{**opts.__dict__, "seed": 1})).make_batch(0, 2)  # other clips
+    assert calls == [3, 3] and "re-encoding" in capsys.readouterr().out
+    cache.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="pool.safetensors: not a readable clip-pool cache"):
+        stages.keyframe_stage(opts)
+
+
+@pytest.mark.parametrize("value", ["1", "-0.5", "x"])
+def test_cli_rejects_a_bad_frame_noise_correlation(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--stage", "keyframe", "-o", str(tmp_path), "--frame-noise-correlation", value])
+    assert exit_info.value.code == 2 and "--frame-noise-correlation" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
