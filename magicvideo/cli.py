@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     tr.add_argument("--condition", choices=CONDITIONS, default="text",
                     help="keyframe stage: image = unsupervised pretraining, text = finetuning")
-    tr.add_argument("--vae", default=None, help="trained VAE model directory (keyframe stage)")
+    tr.add_argument("--vae", default=None, help="trained VAE model directory (videovae and keyframe stages)")
     tr.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory (keyframe stage)")
     tr.add_argument("--init-from", default=None, help="initial U-Net weights: our model dir or an SD folder/file")
     tr.add_argument("--pool-clips", type=int, default=0,

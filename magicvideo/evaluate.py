@@ -132,3 +132,22 @@ def score(analyses: Sequence[VideoAnalysis], expected: Sequence) -> dict[str, fl
     out["mean_jitter"] = float(np.mean([a.jitter for a in analyses])) if analyses else float("nan")
     out["mean_displacement"] = float(np.mean([a.displacement for a in analyses])) if analyses else float("nan")
     return out
+
+
+def dithering(decoded: np.ndarray, reference: np.ndarray) -> float:
+    """Temporal dithering of a reconstruction: mean |decoded frame-to-frame difference -
+    reference frame-to-frame difference|, frames (..., T, H, W, C) uint8 or float in [0, 1].
+    0 when the decoded video changes between frames exactly as the reference does."""
+    a, b = _as_float_frames(np.asarray(decoded)), _as_float_frames(np.asarray(reference))
+    if a.shape != b.shape or a.ndim < 4 or a.shape[-4] < 2:
+        raise ValueError(f"need two videos of the same shape (..., T>=2, H, W, C), got {a.shape} and {b.shape}")
+    return float(np.abs(np.diff(a, axis=-4) - np.diff(b, axis=-4)).mean())
+
+
+def psnr(decoded: np.ndarray, reference: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB over whole arrays (uint8 or float in [0, 1])."""
+    a, b = _as_float_frames(np.asarray(decoded)), _as_float_frames(np.asarray(reference))
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from .config import get_preset
 from .diffusion import NoiseSchedule, add_noise, training_target
 from .models import VideoUNet, VideoVAE
+from .models.layout import fold_frames, unfold_frames
 from .train import Stage
 
-STAGES = ("vae", "lit", "keyframe")
+STAGES = ("vae", "videovae", "lit", "keyframe")
 CONDITIONS = ("image", "text")
 
 
@@ -58,6 +59,8 @@ class StageOptions:
 def build_stage(name: str, options: StageOptions) -> Stage:
     if name == "vae":
         return vae_stage(options)
+    if name == "videovae":
+        return videovae_stage(options)
     if name == "lit":
         return lit_stage(options)
     if name == "keyframe":
@@ -132,6 +135,45 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
         write_video(_preview_frames(grid), stem.with_suffix(".gif"), fps=4)
 
     return Stage("vae", model, loss, make_batch, save, sample, describe={"preset": options.preset})
+
+
+# -- videovae -----------------------------------------------------------------------------
+def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
+    """Train only the decoder's directed temporal layers of a trained VAE (``--vae``) on
+    clips, with the frame-wise reconstruction loss; encoder and image decoder stay frozen."""
+    if options.vae is None:
+        raise ValueError("the videovae stage needs --vae DIR (a trained VAE model directory)")
+    model = VideoVAE.from_pretrained(options.vae)
+    model.vae.requires_grad_(False)
+    model.temporal_layers.requires_grad_(True)
+    data = _dataset(options, num_frames=options.num_frames)
+
+    def make_batch(step: int, batch_size: int) -> torch.Tensor:
+        return torch.stack([item["video"] for item in _items(data, step, batch_size)])  # (B, 3, F, H, W)
+
+    def loss(video: torch.Tensor, gen: torch.Generator):
+        with torch.no_grad():
+            latents = model.encode(video)
+        err = model.decode(latents) - video
+        w = unfold_frames(object_weights(fold_frames(video), object_weight), video.shape[2])
+        weighted = ((err.square() + err.abs()) * w).mean() / w.mean()
+        return weighted, {"mse": err.square().mean().item()}
+
+    def save(trained: VideoVAE, directory: Path) -> None:
+        trained.save_pretrained(directory)
+
+    def sample(trained: VideoVAE, stem: Path) -> None:
+        from .video_io import write_video
+
+        video = torch.stack([data[50_000 + i]["video"] for i in range(2)])
+        with torch.no_grad():
+            latents = trained.encode(video)
+            rows = [torch.cat([video[i], trained.decode(latents, temporal=False)[i], trained.decode(latents)[i]], -1)
+                    for i in range(2)]
+        write_video(_preview_frames(torch.cat(rows, dim=-2)), stem.with_suffix(".gif"), fps=8)
+
+    return Stage("videovae", model, loss, make_batch, save, sample,
+                 describe={"preset": options.preset, "vae": options.vae, "num_frames": options.num_frames})
 
 
 # -- lit ----------------------------------------------------------------------------------

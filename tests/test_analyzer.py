@@ -85,3 +85,19 @@ def test_score_counts_only_expected_attributes():
     assert result["color_acc"] == 0.5 and result["shape_acc"] == 1.0 and result["direction_acc"] == 0.0
     with pytest.raises(ValueError):
         score([a], [])
+
+
+def test_dithering_and_psnr_closed_forms():
+    from magicvideo.evaluate import dithering, psnr
+
+    ref = np.zeros((4, 8, 8, 3))
+    ref[:, :, :, 0] = np.arange(4)[:, None, None] / 4  # brightness ramp over time
+    assert dithering(ref, ref) == 0.0
+    steady = ref + 0.1  # a constant offset does not dither
+    assert dithering(steady, ref) == pytest.approx(0.0, abs=1e-12)
+    flicker = ref.copy()
+    flicker[1::2] += 0.1  # alternate frames brighter: every difference is off by 0.1
+    assert dithering(flicker, ref) == pytest.approx(0.1)
+    assert psnr(steady, ref) == pytest.approx(20.0)  # mse 0.01
+    with pytest.raises(ValueError, match="same shape"):
+        dithering(ref, ref[:2])

@@ -95,3 +95,23 @@ def test_cli_rejects_a_bad_frame_noise_correlation(tmp_path, capsys, value):
         main(["train", "--stage", "keyframe", "-o", str(tmp_path), "--frame-noise-correlation", value])
     assert exit_info.value.code == 2 and "--frame-noise-correlation" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_videovae_stage_trains_only_the_temporal_layers(tmp_path):
+    from magicvideo.config import VideoVAEConfig
+
+    torch.manual_seed(0)
+    VideoVAE(VideoVAEConfig()).save_pretrained(tmp_path / "vae")
+    assert main(["train", "--stage", "videovae", "-o", str(tmp_path / "vv"), "--vae", str(tmp_path / "vae"),
+                 "--steps", "3", "--batch-size", "1", "--lr", "1e-2", "--ema-decay", "0", "-q"]) == 0
+    before = VideoVAE.from_pretrained(tmp_path / "vae").state_dict()
+    after = VideoVAE.from_pretrained(tmp_path / "vv" / "model").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("temporal_layers.") for k in changed)
+    assert any(k.endswith("to_out.0.weight") for k in changed)  # the zero-init output left zero
+    assert (tmp_path / "vv" / "samples" / "final.gif").is_file()
+
+
+def test_videovae_stage_needs_a_vae(tmp_path, capsys):
+    assert main(["train", "--stage", "videovae", "-o", str(tmp_path), "--steps", "1"]) == 2
+    assert "--vae" in capsys.readouterr().err

@@ -37,6 +37,9 @@ class DecoderTemporalLayer(nn.Module):
         self.temporal_attn = TemporalAttention(channels, heads, directed=True)
 
     def forward(self, h: torch.Tensor, num_frames: int, past_kv=None, window: int | None = None):
+        # diffusers' mid block hands over a channels-last tensor; GroupNorm's CPU backward on
+        # channels-last input with trainable affine weights segfaults in torch 2.13.
+        h = h.contiguous()
         _, _, height, width = h.shape
         seq = rearrange(self.norm(h), "(b f) c h w -> (b h w) f c", f=num_frames)
         out, cache = self.temporal_attn(seq, past_kv=past_kv, window=window)
