@@ -73,7 +73,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     video = pipe(args.prompt, num_frames=args.num_frames, fps=args.fps, steps=args.steps, guidance=args.guidance,
-                 seed=args.seed, scheduler=args.scheduler, progress=not args.quiet)
+                 seed=args.seed, scheduler=args.scheduler, progress=not args.quiet,
+                 interpolate=False if args.no_interpolate else None, upscale=False if args.no_upscale else None)
     path = write_video(video.frames, args.output, fps=video.fps)
     t, h, w, _ = video.frames.shape
     if not args.quiet:
@@ -122,11 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--fps", type=_positive_float, default=None, help="frame rate the motion is generated at "
                      "(default: the pipeline's, 8)")
-    gen.add_argument("--num-frames", type=_positive_int, default=16)
+    gen.add_argument("--num-frames", type=_positive_int, default=16,
+                     help="keyframes (default 16); interpolation makes 4n-3 output frames")
     gen.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
     gen.add_argument("--guidance", type=_nonnegative_float, default=None, help="classifier-free guidance scale")
     gen.add_argument("--scheduler", choices=SCHEDULERS, default=None)
     gen.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
+    gen.add_argument("--no-interpolate", action="store_true",
+                     help="skip frame interpolation (output: the keyframes at --fps)")
+    gen.add_argument("--no-upscale", action="store_true", help="skip super-resolution (output at the VAE's size)")
     gen.add_argument("-q", "--quiet", action="store_true")
     gen.set_defaults(func=cmd_generate)
 

@@ -215,6 +215,52 @@ class VideoVAEConfig:
 
 
 @dataclass(frozen=True)
+class SRUNetConfig:
+    """The pixel-space super-resolution U-Net (diffusers ``UNet2DModel`` inside).
+
+    It denoises the high-resolution frame as ``patch x patch`` pixel blocks folded into
+    channels (space-to-depth), so the U-Net runs at the low-res grid: a 4x model costs about
+    what a low-res U-Net costs. Input per position: the noisy HR patch (3 * patch**2
+    channels) and the (noise-augmented) low-res pixel, upsampled bilinearly then folded the
+    same way; the augmentation level is embedded like a timestep and added to it."""
+
+    scale: int = 4  # output side / input side
+    patch: int = 4  # space-to-depth block of the HR frame (1 = plain pixel U-Net)
+    block_out_channels: tuple[int, ...] = (64, 96, 128)
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    low_res_size: int = 64  # input side the model is trained for (fully convolutional)
+    max_noise_level: int = 350  # augmentation levels s are drawn from [0, max_noise_level)
+
+    def __post_init__(self) -> None:
+        if self.scale < 1 or self.patch < 1:
+            raise ValueError(f"scale and patch must be >= 1, got {self.scale} and {self.patch}")
+        for ch in self.block_out_channels:
+            if ch % self.norm_num_groups:
+                raise ValueError(f"width {ch} is not divisible by norm_num_groups={self.norm_num_groups}")
+
+    @property
+    def high_res_size(self) -> int:
+        return self.low_res_size * self.scale
+
+    def to_diffusers(self) -> dict[str, Any]:
+        levels = len(self.block_out_channels)
+        folded = 3 * self.patch**2
+        return dict(
+            sample_size=self.high_res_size // self.patch,
+            in_channels=2 * folded,
+            out_channels=folded,
+            down_block_types=["DownBlock2D"] * levels,
+            up_block_types=["UpBlock2D"] * levels,
+            block_out_channels=list(self.block_out_channels),
+            layers_per_block=self.layers_per_block,
+            norm_num_groups=self.norm_num_groups,
+            add_attention=False,
+            class_embed_type="timestep",
+        )
+
+
+@dataclass(frozen=True)
 class Preset:
     """A named pair of model configs that fit together (latent channels, frame counts)."""
 
@@ -222,6 +268,7 @@ class Preset:
     unet: VideoUNetConfig
     vae: VideoVAEConfig
     text_dim: int = field(default=384)  # width of the condition tokens the text encoder gives
+    sr: SRUNetConfig = field(default_factory=SRUNetConfig)
 
     @property
     def resolution(self) -> int:
@@ -254,6 +301,7 @@ PRESETS: dict[str, Preset] = {
             temporal_attention_heads=8,
         ),
         text_dim=768,
+        sr=SRUNetConfig(low_res_size=256, block_out_channels=(128, 256, 256, 512), norm_num_groups=32),
     ),
 }
 

@@ -29,7 +29,7 @@ from .models import VideoUNet, VideoVAE
 from .models.layout import fold_frames, unfold_frames
 from .train import Stage
 
-STAGES = ("vae", "videovae", "lit", "keyframe")
+STAGES = ("vae", "videovae", "lit", "keyframe", "interpolation", "sr")
 CONDITIONS = ("image", "text")
 
 
@@ -65,6 +65,10 @@ def build_stage(name: str, options: StageOptions) -> Stage:
         return lit_stage(options)
     if name == "keyframe":
         return keyframe_stage(options)
+    if name == "interpolation":
+        return interpolation_stage(options)
+    if name == "sr":
+        return sr_stage(options)
     raise ValueError(f"unknown stage {name!r}; choose one of {STAGES}")
 
 
@@ -349,3 +353,127 @@ def keyframe_stage(options: StageOptions) -> Stage:
                 "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
                 "pool_clips": options.pool_clips}
     return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)
+
+
+# -- interpolation ------------------------------------------------------------------------
+def interpolation_stage(options: StageOptions) -> Stage:
+    """The interpolation VideoUNet, initialised from a keyframe model (``--init-from``), on
+    5-frame windows of clips rendered at 4x the keyframe fps; the loss covers the 3 unknown
+    frames. Condition: both keyframe latents as input channels, their image embeddings as
+    tokens (dropped with ``cond_drop`` for guidance)."""
+    from .interpolate import FPS_FACTOR, GAP, WINDOW, interpolation_channels, keyframe_tokens, window_conditioning
+    from .models.encoders import load_encoder
+
+    if options.vae is None or options.init_from is None:
+        raise ValueError("the interpolation stage needs --vae DIR and --init-from KEYFRAME_MODEL_DIR")
+    vae = VideoVAE.from_pretrained(options.vae).requires_grad_(False)
+    encoder = load_encoder(options.encoder).requires_grad_(False).eval()
+    keyframe = _load_unet(options)
+    if keyframe.config.condition_channels:
+        raise ValueError(f"{options.init_from}: --init-from must be a keyframe model (it has condition channels)")
+    unet = keyframe.with_condition_channels(interpolation_channels(vae.config.latent_channels))
+    schedule = options.schedule
+    alphas_cumprod = schedule.alphas_cumprod()
+    from .data.synthetic import ShapesDataset
+
+    data = ShapesDataset(num_frames=WINDOW, resolution=get_preset(options.preset).resolution,
+                         fps_choices=tuple(FPS_FACTOR * f for f in options.fps_choices), seed=options.seed,
+                         length=10**9)
+
+    def make_batch(step: int, batch_size: int) -> dict[str, Any]:
+        items = _items(data, step, batch_size)
+        video = torch.stack([it["video"] for it in items])
+        with torch.no_grad():
+            latents = vae.encode(video)
+        return {"latents": latents, "fps": torch.tensor([it["fps"] for it in items]),
+                "tokens": keyframe_tokens(encoder, video[:, :, 0], video[:, :, -1])}
+
+    def loss(batch, gen: torch.Generator):
+        x0, tokens = batch["latents"], batch["tokens"]
+        b = x0.shape[0]
+        keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(tokens.dtype).view(b, 1, 1)
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
+        noise = schedule.noise(tuple(x0.shape), generator=gen)
+        xt = add_noise(x0, noise, t, alphas_cumprod)
+        target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
+        cond = window_conditioning(x0[:, :, 0], x0[:, :, -1])
+        pred = unet(xt, t, tokens * keep, fps=batch["fps"], conditioning=cond)
+        middle = slice(1, 1 + GAP)
+        return F.mse_loss(pred[:, :, middle], target[:, :, middle]), {}
+
+    def save(trained: VideoUNet, directory: Path) -> None:
+        trained.save_pretrained(directory)
+
+    describe = {"preset": options.preset, "init_from": options.init_from, "schedule": dataclasses.asdict(schedule),
+                "fps_choices": [FPS_FACTOR * f for f in options.fps_choices]}
+    return Stage("interpolation", unet, loss, make_batch, save, describe=describe)
+
+
+# -- sr -----------------------------------------------------------------------------------
+def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """One random shapes frame rendered at ``low_res`` and at ``low_res * scale`` (the same
+    scene: the renderer integrates coverage, so the low-res frame is the area average of the
+    high-res one up to rounding). Returns (low (3, h, w), high (3, H, W)) in [-1, 1]."""
+    from .data.synthetic import MAX_DURATION_S, render_at, sample_spec
+
+    rng = np.random.default_rng([seed, index, 7])
+    spec = sample_spec(rng, split)
+    t = rng.uniform(0, MAX_DURATION_S)
+    low, high = (torch.from_numpy(render_at(spec, t, res)[0]).permute(2, 0, 1).float() / 127.5 - 1.0
+                 for res in (low_res, low_res * scale))
+    return low, high
+
+
+def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
+    """The 4x pixel-space SR U-Net on single frames, object-centred ``crop`` x ``crop``
+    low-res crops (the model is fully convolutional), with noise-conditioning augmentation."""
+    from .models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res
+
+    cfg = get_preset(options.preset).sr
+    model = SRUNet(cfg)
+    schedule = SR_SCHEDULE
+    alphas_cumprod = schedule.alphas_cumprod()
+
+    def make_batch(step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lows, highs = [], []
+        for i in range(batch_size):
+            low, high = sr_frame_pair(step * batch_size + i, options.seed, cfg.low_res_size, cfg.scale)
+            rng = np.random.default_rng([options.seed, step, i, 11])
+            ys, xs = np.nonzero((low > -0.9).any(dim=0).numpy())
+            cy, cx = (int(ys.mean()), int(xs.mean())) if len(ys) else (cfg.low_res_size // 2,) * 2
+            top = int(np.clip(cy - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, cfg.low_res_size - crop))
+            left = int(np.clip(cx - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, cfg.low_res_size - crop))
+            lows.append(low[:, top : top + crop, left : left + crop])
+            s = cfg.scale
+            highs.append(high[:, top * s : (top + crop) * s, left * s : (left + crop) * s])
+        return torch.stack(lows), torch.stack(highs)
+
+    def loss(batch, gen: torch.Generator):
+        low, x0 = batch
+        b = x0.shape[0]
+        level = torch.randint(0, cfg.max_noise_level, (b,), generator=gen)
+        low = augment_low_res(low, level, alphas_cumprod, torch.randn(low.shape, generator=gen))
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        xt = add_noise(x0[:, :, None], noise[:, :, None], t, alphas_cumprod)[:, :, 0]
+        target = training_target(x0[:, :, None], noise[:, :, None], t, alphas_cumprod, schedule.prediction_type)
+        return F.mse_loss(model(xt, t, low, level), target[:, :, 0]), {}
+
+    def save(trained, directory: Path) -> None:
+        trained.save_pretrained(directory)
+
+    def sample(trained, stem: Path) -> None:
+        from PIL import Image
+
+        from .models.sr_unet import upscale_video
+
+        low, high = zip(*(sr_frame_pair(90_000 + i, options.seed, cfg.low_res_size, cfg.scale) for i in range(2)))
+        up = upscale_video(trained, torch.stack(low), schedule, steps=6)
+        bicubic = F.interpolate(torch.stack(low), scale_factor=cfg.scale, mode="bicubic", align_corners=False)
+        grid = torch.cat([torch.cat([bicubic[i], up[i], high[i]], dim=-1) for i in range(2)], dim=-2)
+        image = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(stem.with_suffix(".png"))
+
+    return Stage("sr", model, loss, make_batch, save, sample,
+                 describe={"preset": options.preset, "crop": crop, "schedule": dataclasses.asdict(schedule)})

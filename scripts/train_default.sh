@@ -31,27 +31,5 @@ magicvideo train --stage keyframe --condition image -o "$RUN/keyframe_unsup" "${
 magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" "${KEYFRAME[@]}" \
   --init-from "$RUN/keyframe_unsup/model" --steps "$(steps 3600)" --lr 3e-4 $(resume "$RUN/keyframe")
 
-python3 - "$RUN" "$SHIP" "$START" <<'PY'
-import json, shutil, sys, time
-from pathlib import Path
-run, ship, start = Path(sys.argv[1]), sys.argv[2] == "1", float(sys.argv[3])
-from magicvideo.models import VideoUNet, VideoVAE
-from magicvideo.models.encoders import load_encoder
-from magicvideo.pipeline import DEFAULT_PIPELINE, MagicVideoPipeline
-from magicvideo.diffusion import NoiseSchedule
-start_event = json.loads((run / "keyframe" / "metrics.jsonl").read_text().splitlines()[0])
-pipe = MagicVideoPipeline(VideoUNet.from_pretrained(run / "keyframe/model"), VideoVAE.from_pretrained(run / "vae/model"),
-                          load_encoder(run / "lit/model"), schedule=NoiseSchedule(**start_event["schedule"]))
-target = DEFAULT_PIPELINE if ship else run / "pipeline"
-if target.exists():
-    shutil.rmtree(target)
-pipe.save_pretrained(target)
-metrics = {}
-for stage in ("vae", "lit", "keyframe_unsup", "keyframe"):
-    lines = [json.loads(l) for l in (run / stage / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    metrics[stage] = {"start": next(l for l in lines if l.get("event") == "start"),
-                      "last": [l for l in lines if "step" in l][-1]}
-metrics["wall_s"] = round(time.time() - start)
-(target / "training_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-print(f"pipeline written to {target} ({metrics['wall_s']} s of training)")
-PY
+TARGET=$([ "$SHIP" = "1" ] && python3 -c "from magicvideo.pipeline import DEFAULT_PIPELINE; print(DEFAULT_PIPELINE)" || echo "$RUN/pipeline")
+python3 scripts/ship_pipeline.py "$RUN" "$TARGET" --wall "wall_s=$(( $(date +%s) - START ))"

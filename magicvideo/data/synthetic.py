@@ -180,7 +180,12 @@ def render_clip(spec: ClipSpec, num_frames: int, fps: float, resolution: int = 6
     if (num_frames - 1) / fps > MAX_DURATION_S + 1e-9:
         raise ValueError(f"{num_frames} frames at {fps} fps last longer than {MAX_DURATION_S} s: "
                          "the object would leave the frame")
-    t = np.arange(num_frames) / fps
+    return render_at(spec, np.arange(num_frames) / fps, resolution)
+
+
+def render_at(spec: ClipSpec, t_seconds: np.ndarray, resolution: int = 64) -> np.ndarray:
+    """uint8 (T, H, W, 3): the scene at the given times (seconds from the clip's start)."""
+    t = np.atleast_1d(np.asarray(t_seconds, dtype=np.float64))
     vx, vy = VELOCITY[spec.direction]
     cx = (spec.start[0] + vx * spec.speed * t) * resolution
     cy = (spec.start[1] + vy * spec.speed * t) * resolution

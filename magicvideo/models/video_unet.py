@@ -422,6 +422,19 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
                 image += p.numel()
         return {"image": image, "video": video, "total": image + video}
 
+    def with_condition_channels(self, condition_channels: int) -> "VideoUNet":
+        """A copy with ``condition_channels`` extra input channels, zero-initialised: the copy
+        computes exactly what this model does until they are trained (interpolation init)."""
+        import dataclasses
+
+        model = type(self)(dataclasses.replace(self.config, condition_channels=condition_channels))
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        padded = torch.zeros_like(model.conv_in.weight)
+        padded[:, : self.config.in_channels] = state["conv_in.weight"][:, : self.config.in_channels]
+        state["conv_in.weight"] = padded
+        model.load_state_dict(state)
+        return model.train(self.training)
+
     # -- files (save_pretrained / from_pretrained: ModelDirectoryMixin) ---------------------
     @classmethod
     def from_pretrained_2d(cls, path: str | Path, **video_options: Any) -> "VideoUNet":
