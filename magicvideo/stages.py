@@ -411,17 +411,16 @@ def interpolation_stage(options: StageOptions) -> Stage:
 
 # -- sr -----------------------------------------------------------------------------------
 def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """One random shapes frame rendered at ``low_res`` and at ``low_res * scale`` (the same
-    scene: the renderer integrates coverage, so the low-res frame is the area average of the
-    high-res one up to rounding). Returns (low (3, h, w), high (3, H, W)) in [-1, 1]."""
+    """One random shapes frame rendered at ``low_res * scale`` and its ``scale`` x ``scale``
+    area average (the degradation SR inverts; it matches a direct ``low_res`` render up to
+    the renderer's supersampling error). Returns (low (3, h, w), high (3, H, W)) in [-1, 1]."""
     from .data.synthetic import MAX_DURATION_S, render_at, sample_spec
 
     rng = np.random.default_rng([seed, index, 7])
     spec = sample_spec(rng, split)
     t = rng.uniform(0, MAX_DURATION_S)
-    low, high = (torch.from_numpy(render_at(spec, t, res)[0]).permute(2, 0, 1).float() / 127.5 - 1.0
-                 for res in (low_res, low_res * scale))
-    return low, high
+    high = torch.from_numpy(render_at(spec, t, low_res * scale)[0]).permute(2, 0, 1).float() / 127.5 - 1.0
+    return F.avg_pool2d(high[None], scale)[0], high
 
 
 def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
