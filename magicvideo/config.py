@@ -231,6 +231,10 @@ class SRUNetConfig:
     norm_num_groups: int = 16
     low_res_size: int = 64  # input side the model is trained for (fully convolutional)
     max_noise_level: int = 350  # augmentation levels s are drawn from [0, max_noise_level)
+    # Diffuse the residual HR - bicubic(LR) instead of the HR frame, with a zero-initialised
+    # output layer: the untrained model already returns the bicubic upsampling, and training
+    # only has to learn the detail bicubic misses.
+    residual: bool = True
 
     def __post_init__(self) -> None:
         if self.scale < 1 or self.patch < 1:

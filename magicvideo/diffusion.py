@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # "sample": the network predicts x_0 (diffusers' name)
 SCHEDULERS = ("ddim", "dpm")
 
 
@@ -86,9 +86,11 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cum
 def training_target(
     x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str
 ) -> torch.Tensor:
-    """What the network regresses: eps, or v = sqrt(abar) eps - sqrt(1 - abar) x_0."""
+    """What the network regresses: eps, v = sqrt(abar) eps - sqrt(1 - abar) x_0, or x_0."""
     if prediction_type == "epsilon":
         return noise
+    if prediction_type == "sample":
+        return x0
     abar = _broadcast(alphas_cumprod.to(x0.device)[t], x0)
     return abar.sqrt() * noise - (1 - abar).sqrt() * x0
 
@@ -97,6 +99,8 @@ def predict_x0(
     xt: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str
 ) -> torch.Tensor:
     """Invert the parameterisation: the clean latents the network's output implies."""
+    if prediction_type == "sample":
+        return prediction
     abar = _broadcast(alphas_cumprod.to(xt.device)[t], xt)
     if prediction_type == "epsilon":
         return (xt - (1 - abar).sqrt() * prediction) / abar.sqrt()

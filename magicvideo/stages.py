@@ -448,7 +448,8 @@ def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
         return torch.stack(lows), torch.stack(highs)
 
     def loss(batch, gen: torch.Generator):
-        low, x0 = batch
+        low, high = batch
+        x0 = high - model.base(low)  # the HR frame itself, or its residual over bicubic
         b = x0.shape[0]
         level = torch.randint(0, cfg.max_noise_level, (b,), generator=gen)
         low = augment_low_res(low, level, alphas_cumprod, torch.randn(low.shape, generator=gen))

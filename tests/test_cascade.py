@@ -1,6 +1,7 @@
 """The cascade after the keyframes: interpolation (16 -> 61), super-resolution, the pipeline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -29,9 +30,11 @@ def parts():
     unet = VideoUNet(TINY_UNET)
     vae = VideoVAE(VideoVAEConfig(block_out_channels=(16, 32, 32), norm_num_groups=8))  # 8px latents -> 32px
     interp = unet.with_condition_channels(interpolation_channels(4))
-    with torch.no_grad():  # make the new channels matter
+    sr = SRUNet(TINY_SR)
+    with torch.no_grad():  # make the new channels matter; let the SR model add more than bicubic
         interp.conv_in.weight.normal_(0, 0.1)
-    return unet, vae, MiniLMLiTEncoder(), interp, SRUNet(TINY_SR)
+        sr.unet.conv_out.weight.normal_(0, 0.1)
+    return unet, vae, MiniLMLiTEncoder(), interp, sr
 
 
 # -- interpolation --------------------------------------------------------------------------
@@ -112,6 +115,31 @@ def test_upscale_video_chunks_and_shared_noise(parts):
     assert torch.allclose(whole[0], whole[2], atol=1e-5)  # same input + shared noise = same output
     independent = upscale_video(sr, frames, SR_SCHEDULE, steps=2, shared_noise=False)
     assert not torch.allclose(independent[0], independent[2], atol=1e-3)
+
+
+def test_residual_sr_starts_as_bicubic_and_plain_sr_does_not():
+    torch.manual_seed(0)
+    frames = torch.rand(3, 3, 32, 32) * 2 - 1
+    bicubic = F.interpolate(frames, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    residual = SRUNet(TINY_SR)
+    torch.testing.assert_close(upscale_video(residual, frames, SR_SCHEDULE, steps=3), bicubic)
+    plain = SRUNet(dataclasses.replace(TINY_SR, residual=False))
+    assert (upscale_video(plain, frames, SR_SCHEDULE, steps=3) - bicubic).abs().mean() > 0.1
+    assert SR_SCHEDULE.prediction_type == "sample"
+
+
+def test_sr_stage_regresses_the_residual_over_bicubic():
+    from magicvideo.stages import StageOptions, sr_stage
+
+    stage = sr_stage(StageOptions(preset="tiny"))
+    low, high = stage.make_batch(0, 2)
+    with torch.no_grad():
+        stage.model.unet.conv_out.bias.fill_(0.0)
+        stage.model.unet.conv_out.weight.zero_()  # predicts x0 = 0: the loss is the residual's energy
+        loss, _ = stage.loss((low, high), torch.Generator().manual_seed(0))
+    residual = high - F.interpolate(low, scale_factor=4, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(loss, (residual**2).mean())
+    assert loss < ((high**2).mean()) / 10  # much less than predicting the frame itself
 
 
 def test_sr_training_pairs_are_the_same_scene():

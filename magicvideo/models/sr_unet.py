@@ -1,7 +1,9 @@
 """Pixel-space diffusion super-resolution (paper §3, Imagen-style noise conditioning).
 
-``SRUNet`` predicts the diffusion target for a noisy high-resolution frame given the
-low-resolution frame. The low-res input is itself noised to a level ``s`` during training
+``SRUNet`` predicts the clean high-resolution frame (x0-prediction: in pixel space the
+denoised frame is what we want sharp) from a noisy one, given the low-resolution frame. With
+``config.residual`` the diffused variable is the residual ``HR - base(LR)``, where
+``base`` is the bicubic upsampling, and ``upscale_video`` adds the base back. The low-res input is itself noised to a level ``s`` during training
 (noise-conditioning augmentation), and ``s`` is embedded like a timestep, so that at
 sampling a small fixed ``s`` makes the model robust to the artifacts of the stages before it.
 
@@ -22,7 +24,8 @@ from ..config import SRUNetConfig
 from ..diffusion import NoiseSchedule
 from .io import ModelDirectoryMixin
 
-SR_SCHEDULE = NoiseSchedule(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)  # pixel space: DDPM's betas
+# pixel space: DDPM's betas; the network predicts x0 ("sample" in diffusers' terms)
+SR_SCHEDULE = NoiseSchedule(beta_schedule="linear", beta_start=1e-4, beta_end=0.02, prediction_type="sample")
 
 
 class SRUNet(ModelDirectoryMixin, nn.Module):
@@ -32,6 +35,16 @@ class SRUNet(ModelDirectoryMixin, nn.Module):
         super().__init__()
         self.config = config or SRUNetConfig()
         self.unet = UNet2DModel(**self.config.to_diffusers())
+        if self.config.residual:  # start as bicubic upsampling: predict a zero residual
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
+
+    def base(self, low_res: torch.Tensor) -> torch.Tensor:
+        """What the diffused variable is relative to: bicubic(low_res) with ``residual``, else 0."""
+        if not self.config.residual:
+            return torch.zeros(*low_res.shape[:2], *(s * self.config.scale for s in low_res.shape[-2:]),
+                               dtype=low_res.dtype, device=low_res.device)
+        return F.interpolate(low_res, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
 
     def _check(self, noisy: torch.Tensor, low_res: torch.Tensor) -> None:
         cfg = self.config
@@ -105,7 +118,8 @@ def upscale_video(
         def denoise(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             return model(x, timestep, low, level)
 
-        out.append(sample(denoise, latents, sched, steps, generator=gen, progress=False).clamp(-1, 1))
+        detail = sample(denoise, latents, sched, steps, generator=gen, progress=False)
+        out.append((model.base(chunk) + detail).clamp(-1, 1))
     return torch.cat(out)
 
 
