@@ -1,12 +1,15 @@
 """Assemble a pipeline directory from the model directories of a training run.
 
-    python scripts/ship_pipeline.py RUN TARGET [--wall KEY=SECONDS ...]
+    python scripts/ship_pipeline.py RUN TARGET [--base PIPELINE] [--wall KEY=SECONDS ...]
 
 Takes RUN/keyframe/model, RUN/lit/model (encoder), RUN/videovae/model or else RUN/vae/model,
-and, when present, RUN/interpolation/model and RUN/sr/model. The keyframe noise schedule is
-read from the keyframe run's metrics (what it was trained with). TARGET/training_metrics.json
-gets the first and last metrics record of every stage, plus the given wall-clock figures
-(figures already in TARGET's old metrics file are kept unless given again).
+and, when present, RUN/interpolation/model and RUN/sr/model. With ``--base``, the keyframe,
+encoder and VAE stages (and the keyframe noise schedule) that RUN lacks come from an existing
+pipeline directory (the cascade stages trained on top of a shipped keyframe model). The
+keyframe noise schedule is read from the keyframe run's metrics (what it was trained with).
+TARGET/training_metrics.json gets the first and last metrics record of every stage, plus the
+given wall-clock figures; records and figures already in TARGET's (or the base's) metrics file
+are kept unless RUN has them again.
 """
 from __future__ import annotations
 
@@ -32,24 +35,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("target", type=Path)
+    parser.add_argument("--base", type=Path, default=None, help="pipeline giving the stages RUN lacks")
     parser.add_argument("--wall", action="append", default=[], help="KEY=SECONDS to record")
     args = parser.parse_args()
-    run = args.run
+    run, base = args.run, args.base
 
-    start_event = read_metrics(run / "keyframe" / "metrics.jsonl")[0]
-    vae_dir = run / "videovae" / "model" if (run / "videovae" / "model").is_dir() else run / "vae" / "model"
+    def pick(run_stage: str, base_stage: str) -> Path:
+        if (run / run_stage / "model").is_dir() or base is None:
+            return run / run_stage / "model"
+        return base / base_stage
+
+    if (run / "keyframe" / "metrics.jsonl").is_file() or base is None:
+        schedule = NoiseSchedule(**read_metrics(run / "keyframe" / "metrics.jsonl")[0]["schedule"])
+        base_pipe = None
+    else:
+        base_pipe = MagicVideoPipeline.from_pretrained(base)
+        schedule = base_pipe.schedule
+    vae_dir = run / "videovae" / "model" if (run / "videovae" / "model").is_dir() else pick("vae", "vae")
     optional = {}
-    if (run / "interpolation" / "model").is_dir():
-        optional["interpolation"] = VideoUNet.from_pretrained(run / "interpolation" / "model")
-    if (run / "sr" / "model").is_dir():
-        optional["sr"] = SRUNet.from_pretrained(run / "sr" / "model")
-    pipe = MagicVideoPipeline(VideoUNet.from_pretrained(run / "keyframe" / "model"), VideoVAE.from_pretrained(vae_dir),
-                              load_encoder(run / "lit" / "model"), schedule=NoiseSchedule(**start_event["schedule"]),
-                              **optional)
+    for stage, cls in (("interpolation", VideoUNet), ("sr", SRUNet)):
+        if (run / stage / "model").is_dir():
+            optional[stage] = cls.from_pretrained(run / stage / "model")
+        elif base_pipe is not None and getattr(base_pipe, stage) is not None:
+            optional[stage] = getattr(base_pipe, stage)
+    pipe = MagicVideoPipeline(VideoUNet.from_pretrained(pick("keyframe", "keyframe")), VideoVAE.from_pretrained(vae_dir),
+                              load_encoder(pick("lit", "encoder")), schedule=schedule,
+                              defaults=base_pipe.defaults if base_pipe is not None else None, **optional)
 
-    old_file = args.target / "training_metrics.json"
-    metrics = json.loads(old_file.read_text()) if old_file.is_file() else {}
-    metrics = {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # keep wall figures only
+    metrics = {}
+    for old_file in (base / "training_metrics.json" if base else None, args.target / "training_metrics.json"):
+        if old_file is not None and old_file.is_file():
+            metrics.update(json.loads(old_file.read_text()))
     for stage in STAGE_DIRS:
         if (run / stage / "metrics.jsonl").is_file():
             lines = read_metrics(run / stage / "metrics.jsonl")
@@ -59,10 +75,18 @@ def main() -> None:
         key, _, seconds = item.partition("=")
         metrics[key] = round(float(seconds))
 
+    staging = args.target.with_name(args.target.name + ".new")  # base may be the target itself
+    if staging.exists():
+        shutil.rmtree(staging)
+    pipe.save_pretrained(staging)
+    (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    weights = "keyframe/model.safetensors"  # the keyframe evaluation holds while the keyframe model is the same
+    old_eval = args.target / "eval_metrics.json"
+    if old_eval.is_file() and (args.target / weights).read_bytes() == (staging / weights).read_bytes():
+        shutil.copy2(old_eval, staging / old_eval.name)
     if args.target.exists():
         shutil.rmtree(args.target)
-    pipe.save_pretrained(args.target)
-    (args.target / "training_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    staging.rename(args.target)
     print(f"pipeline written to {args.target}: stages {sorted(json.loads((args.target / 'pipeline.json').read_text())['stages'])}")
 
 

@@ -46,9 +46,9 @@ def test_lit_trains_only_the_image_tower_and_learns_colors():
     enc = MiniLMLiTEncoder()
     text_before = {k: v.clone() for k, v in enc.text_model.state_dict().items()}
     assert not any(p.requires_grad for p in enc.text_model.parameters())
-    opt = torch.optim.Adam(enc.image_tower.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(enc.image_tower.parameters(), lr=5e-4)  # 2e-3 stalls on green vs yellow for some inits
     enc.train()
-    for step in range(120):
+    for step in range(80):
         images, captions, _, _ = shape_frames(32, step)
         loss = lit_loss(enc.embed_image(images), enc.embed_text(captions), 20.0)
         opt.zero_grad()
