@@ -85,7 +85,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .diffusion import NoiseSchedule
     from .stages import StageOptions, build_stage
-    from .train import TrainConfig, train
+    from .train import TrainConfig, distributed_context, train
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
@@ -93,10 +93,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
-                      sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10))
-    stage = build_stage(args.stage, options)
-    final = train(stage, cfg, args.output, resume=args.resume, progress=not args.quiet)
-    print(f"stage {args.stage}: model written to {final}")
+                      sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10),
+                      micro_batches=args.micro_batches)
+    try:
+        rank, _ = distributed_context()  # under torchrun: one process per GPU / CPU share
+        stage = build_stage(args.stage, options)
+        final = train(stage, cfg, args.output, resume=args.resume, progress=not args.quiet)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        print(f"stage {args.stage}: model written to {final}")
     return 0
 
 
@@ -157,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--checkpoint-every", type=_positive_int, default=500)
     tr.add_argument("--sample-every", type=int, default=0)
+    tr.add_argument("--micro-batches", type=int, default=0,
+                    help="cut each global batch into this many pieces (gradient accumulation); the default 0 "
+                         "means one per process. Same value = same weights on any number of processes")
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class StageOptions:
 
 
 def build_stage(name: str, options: StageOptions) -> Stage:
+    torch.manual_seed(options.seed)  # fresh weights are a function of the seed (every process agrees)
     if name == "vae":
         return vae_stage(options)
     if name == "videovae":
@@ -80,8 +82,10 @@ def _dataset(options: StageOptions, num_frames: int):
                          split="train", seed=options.seed, length=10**9)
 
 
-def _items(dataset, step: int, batch_size: int) -> list[dict[str, Any]]:
-    return [dataset[step * batch_size + i] for i in range(batch_size)]
+def _items(dataset, step: int, batch_size: int, positions: range | None = None) -> list[dict[str, Any]]:
+    """Items at ``positions`` (default: all) of the global batch of ``step``: under data
+    parallelism every process builds only its own part of the same global batch."""
+    return [dataset[step * batch_size + i] for i in (positions or range(batch_size))]
 
 
 def _preview_frames(video: torch.Tensor) -> np.ndarray:
@@ -106,9 +110,9 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
     model.temporal_layers.requires_grad_(False)  # trained later, in the videovae stage
     data = _dataset(options, num_frames=2)
 
-    def make_batch(step: int, batch_size: int) -> torch.Tensor:
+    def make_batch(step: int, batch_size: int, positions: range | None = None) -> torch.Tensor:
         # one random frame of each clip: (B, 3, H, W)
-        return torch.stack([item["video"][:, step % 2] for item in _items(data, step, batch_size)])
+        return torch.stack([item["video"][:, step % 2] for item in _items(data, step, batch_size, positions)])
 
     def loss(frames: torch.Tensor, gen: torch.Generator):
         posterior = model.vae.encode(frames).latent_dist
@@ -152,8 +156,8 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
     model.temporal_layers.requires_grad_(True)
     data = _dataset(options, num_frames=options.num_frames)
 
-    def make_batch(step: int, batch_size: int) -> torch.Tensor:
-        return torch.stack([item["video"] for item in _items(data, step, batch_size)])  # (B, 3, F, H, W)
+    def make_batch(step: int, batch_size: int, positions: range | None = None) -> torch.Tensor:
+        return torch.stack([item["video"] for item in _items(data, step, batch_size, positions)])  # (B, 3, F, H, W)
 
     def loss(video: torch.Tensor, gen: torch.Generator):
         with torch.no_grad():
@@ -187,8 +191,8 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     encoder = MiniLMLiTEncoder()
     data = _dataset(options, num_frames=2)
 
-    def make_batch(step: int, batch_size: int):
-        items = _items(data, step, batch_size)
+    def make_batch(step: int, batch_size: int, positions: range | None = None):
+        items = _items(data, step, batch_size, positions)
         return torch.stack([it["video"][:, step % 2] for it in items]), [it["caption"] for it in items]
 
     def loss(batch, gen: torch.Generator):
@@ -265,7 +269,7 @@ def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder, chunk: int =
               for s in tqdm(range(0, n, chunk), desc="encoding clip pool", leave=False)]
     pool = {name: torch.cat([c[name] for c in chunks]) for name in ("latents", "fps", "image_cond")}
     pool["caption"] = [cap for c in chunks for cap in c["caption"]]
-    if cache is not None:
+    if cache is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes it
         with atomic_file(cache) as tmp:
             save_file({k: pool[k].contiguous() for k in ("latents", "fps", "image_cond")}, str(tmp),
                       metadata={"key": json.dumps(key), "captions": json.dumps(pool["caption"])})
@@ -314,11 +318,11 @@ def keyframe_stage(options: StageOptions) -> Stage:
         # (and, with --pool-cache, once for both keyframe stages).
         pool = _clip_pool(options, data, vae, encoder)
 
-    def make_batch(step: int, batch_size: int) -> dict[str, Any]:
+    def make_batch(step: int, batch_size: int, positions: range | None = None) -> dict[str, Any]:
         if pool is None:
-            return encode(_items(data, step, batch_size))
+            return encode(_items(data, step, batch_size, positions))
         g = torch.Generator().manual_seed(options.seed * 7919 + step)
-        idx = torch.randint(0, options.pool_clips, (batch_size,), generator=g)
+        idx = torch.randint(0, options.pool_clips, (batch_size,), generator=g)[list(positions or range(batch_size))]
         return {"latents": pool["latents"][idx], "fps": pool["fps"][idx],
                 "caption": [pool["caption"][i] for i in idx.tolist()],
                 "image_cond": None if pool["image_cond"] is None else pool["image_cond"][idx]}
@@ -380,8 +384,8 @@ def interpolation_stage(options: StageOptions) -> Stage:
                          fps_choices=tuple(FPS_FACTOR * f for f in options.fps_choices), seed=options.seed,
                          length=10**9)
 
-    def make_batch(step: int, batch_size: int) -> dict[str, Any]:
-        items = _items(data, step, batch_size)
+    def make_batch(step: int, batch_size: int, positions: range | None = None) -> dict[str, Any]:
+        items = _items(data, step, batch_size, positions)
         video = torch.stack([it["video"] for it in items])
         with torch.no_grad():
             latents = vae.encode(video)
@@ -433,9 +437,9 @@ def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
     schedule = SR_SCHEDULE
     alphas_cumprod = schedule.alphas_cumprod()
 
-    def make_batch(step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(step: int, batch_size: int, positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         lows, highs = [], []
-        for i in range(batch_size):
+        for i in positions or range(batch_size):
             low, high = sr_frame_pair(step * batch_size + i, options.seed, cfg.low_res_size, cfg.scale)
             rng = np.random.default_rng([options.seed, step, i, 11])
             ys, xs = np.nonzero((low > -0.9).any(dim=0).numpy())

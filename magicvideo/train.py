@@ -7,11 +7,19 @@ clipping, skipping non-finite losses, JSONL metrics, periodic samples, and check
 Checkpoints are directories written atomically (temp dir + rename): a kill at any moment
 leaves the previous checkpoint intact. Batches and noise are pure functions of
 (seed, step), so ``--resume`` continues exactly where the run stopped.
+
+Data parallelism: the global batch of a step is cut into ``micro_batches`` equal pieces, each
+with its own items and its own noise generator, both functions of (seed, step, piece). Under
+``torchrun`` (``WORLD_SIZE`` > 1) every process computes the gradients of its share of the
+pieces, the gradients are summed over processes (gloo on CPU, NCCL on GPUs), and every process
+takes the same optimizer step; rank 0 alone writes metrics, checkpoints and the model. A run
+with P processes and ``micro_batches = M`` gives the weights of one process with the same M.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,11 +48,14 @@ class TrainConfig:
     sample_every: int = 0  # 0: only at the end
     checkpoint_every: int = 500
     max_nonfinite: int = 20  # consecutive non-finite losses before giving up
+    micro_batches: int = 0  # pieces the global batch is cut into; 0 = one per process
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.micro_batches < 0 or (self.micro_batches and self.batch_size % self.micro_batches):
+            raise ValueError(f"micro_batches must divide batch_size {self.batch_size}, got {self.micro_batches}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
@@ -58,7 +69,9 @@ class Stage:
     name: str
     model: torch.nn.Module  # the trainable module; its state_dict is what is checkpointed
     loss: Callable[[Any, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
-    make_batch: Callable[[int, int], Any]  # (step, batch_size) -> batch, deterministic
+    # (step, batch_size, positions) -> the items at ``positions`` (a range; None = all) of the
+    # step's global batch; deterministic
+    make_batch: Callable[[int, int, range | None], Any]
     save: Callable[[torch.nn.Module, Path], None]  # write the final (EMA) model directory
     sample: Callable[[torch.nn.Module, Path], None] | None = None  # write preview(s) to a path stem
     describe: dict[str, Any] = field(default_factory=dict)  # recorded in the metrics file
@@ -131,9 +144,70 @@ def load_checkpoint(out: Path, model, ema, opt) -> dict[str, Any]:
     return state
 
 
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size). Under torchrun (``WORLD_SIZE`` > 1) joins the process group
+    (NCCL when CUDA is available, else gloo) unless the caller already did."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _piece_generator(seed: int, step: int, piece: int) -> torch.Generator:
+    """Noise of one piece of one step; piece 0 is the generator of a one-piece run."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + piece * 1_000_000_007)
+
+
+def _all_reduce(value: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return value
+
+
+def _sum_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Sum the gradients over processes in one flat all-reduce."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _all_reduce(torch.cat([g.reshape(-1) for g in grads]))
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+
+
+def _broadcast_state(model: torch.nn.Module, ema: dict[str, torch.Tensor] | None) -> None:
+    """Every process starts from rank 0's weights."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    with torch.no_grad():
+        for tensor in [*model.state_dict().values(), *(ema.values() if ema is not None else [])]:
+            dist.broadcast(tensor, src=0)
+
+
 def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train ``stage`` for ``cfg.steps`` steps into ``out``; returns the final model directory."""
     out = Path(out)
+    rank, world = distributed_context()
+    pieces = cfg.micro_batches or world
+    if cfg.batch_size % pieces:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible into {pieces} micro-batches "
+                         f"({world} processes)")
+    if pieces % world:
+        raise ValueError(f"{pieces} micro-batches cannot be shared evenly by {world} processes")
+    size = cfg.batch_size // pieces
+    mine = [p for p in range(pieces) if p % world == rank]
+    main_process = rank == 0
     out.mkdir(parents=True, exist_ok=True)
     model = stage.model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -147,15 +221,16 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
         state = load_checkpoint(out, model, ema, opt)
         start = state["step"]
         counters = {k: state.get(k, 0) for k in counters}
+    _broadcast_state(model, ema)
     metrics_path = out / "metrics.jsonl"
-    if resume and metrics_path.exists():  # drop records of steps that are about to be redone
+    if main_process and resume and metrics_path.exists():  # drop records of steps that are about to be redone
         kept = [line for line in metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= start]
         metrics_path.write_text("".join(line + "\n" for line in kept))
-    metrics_file = metrics_path.open("a")
+    metrics_file = metrics_path.open("a") if main_process else open(os.devnull, "w")
     if start == 0:
         metrics_file.write(json.dumps({"event": "start", "stage": stage.name, "config": asdict(cfg),
-                                       **stage.describe}) + "\n")
+                                       "processes": world, **stage.describe}) + "\n")
 
     def lr_at(step: int) -> float:  # linear warmup, then cosine to 10%
         if step < cfg.warmup_steps:
@@ -164,29 +239,41 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0))))
 
     t0, window = time.time(), []
-    bar = tqdm(range(start, cfg.steps), desc=f"train {stage.name}", disable=not progress, initial=start,
-               total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc=f"train {stage.name}", disable=not (progress and main_process),
+               initial=start, total=cfg.steps)
     try:
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            batch = stage.make_batch(step, cfg.batch_size)
-            loss, logs = stage.loss(batch, gen)
-            if not torch.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            total, logs, finite = torch.zeros(()), {}, True
+            for piece in mine:  # gradient accumulation over this process's pieces
+                batch = stage.make_batch(step, cfg.batch_size, range(piece * size, (piece + 1) * size))
+                loss, piece_logs = stage.loss(batch, _piece_generator(cfg.seed, step, piece))
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                (loss / pieces).backward()
+                total += loss.detach() / pieces
+                for k, v in piece_logs.items():
+                    logs[k] = logs.get(k, 0.0) + v / len(mine)
+            # every process skips the step when one of them saw a non-finite loss
+            finite = bool(_all_reduce(torch.tensor(0.0 if finite else 1.0), op="max") == 0)
+            if not finite:
                 counters["nonfinite_total"] += 1
                 counters["nonfinite_run"] += 1
                 opt.zero_grad(set_to_none=True)
                 if counters["nonfinite_run"] >= cfg.max_nonfinite:
-                    save_checkpoint(out, step, model, ema, opt, counters)
+                    if main_process:
+                        save_checkpoint(out, step, model, ema, opt, counters)
                     raise NonFiniteLossError(
                         f"stage {stage.name}: {counters['nonfinite_run']} non-finite losses in a row at step {step}; "
                         f"stopped, last good weights are in {out / CHECKPOINT_DIR} (try a lower --lr)"
                     )
                 continue
             counters["nonfinite_run"] = 0
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            _sum_gradients(params)
+            loss = _all_reduce(total)  # the global batch's loss
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if ema is not None:
@@ -201,13 +288,18 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
                 metrics_file.flush()
                 bar.set_postfix(loss=f"{avg['loss']:.4f}")
                 window = []
+            if not main_process:
+                continue
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                 save_checkpoint(out, done, model, ema, opt, counters)
             if stage.sample is not None and cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
                 _sample(stage, model, ema, out / "samples" / f"step_{done:06d}")
-        save_checkpoint(out, cfg.steps, model, ema, opt, counters)
+        if main_process:
+            save_checkpoint(out, cfg.steps, model, ema, opt, counters)
     finally:
         metrics_file.close()
+    if not main_process:
+        return out / "model"
     final = _final_model(model, ema)
     stage.save(final, out / "model")
     if stage.sample is not None:

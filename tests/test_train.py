@@ -15,9 +15,9 @@ def toy_stage(bad_steps=frozenset(), crash_at=None) -> Stage:
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     true_w = torch.tensor([[1.0, -2.0, 0.5]])
 
-    def make_batch(step, batch_size):
+    def make_batch(step, batch_size, positions=None):
         g = torch.Generator().manual_seed(step)
-        x = torch.randn(batch_size, 3, generator=g)
+        x = torch.randn(batch_size, 3, generator=g)[list(positions or range(batch_size))]
         return x, x @ true_w.T
 
     def loss(batch, gen):

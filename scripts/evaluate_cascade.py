@@ -1,0 +1,219 @@
+"""Measure the cascade stages of the shipped default (or any pipeline directory).
+
+    python scripts/evaluate_cascade.py [--pipeline DIR] [--clips 12] [--prompts 24] [--out cascade_metrics.json]
+
+Prints, with the targets of issue 5 (exit status 1 when one is missed):
+  VideoVAE on held-out clips vs the same VAE frame by frame: PSNR drop <= 0.3 dB, dithering -20%
+  interpolation on held-out clips: centroid error of the in-between frames (pixels), next to
+    the error of repeating the previous keyframe; analyzer color/direction accuracy of 61-frame
+    outputs within 5 points of keyframes-only outputs
+  super-resolution on held-out frames (64 -> 256): PSNR and SSIM above bicubic upsampling
+  flicker: jitter of SR output with shared vs independent initial noise
+  speed: full cascade (61 frames at 256x256) <= 60 s; peak memory growth of decode + SR for
+    61 frames <= 1.3x that for 16 frames (measured in child processes, Linux VmHWM)
+
+SSIM needs scikit-image (``pip install -e ".[eval]"``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def frames_u8(frames: torch.Tensor) -> np.ndarray:
+    """Frames (T, 3, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def video_u8(video: torch.Tensor) -> np.ndarray:
+    """A video (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return frames_u8(video.transpose(0, 1))
+
+
+def memory_probe(pipeline: str | None, num_frames: int) -> None:
+    """Child process: peak RSS growth (bytes) of VideoVAE decode + SR of ``num_frames`` latents."""
+    from magicvideo.pipeline import MagicVideoPipeline
+    from magicvideo.models.sr_unet import upscale_video
+
+    def status(key: str) -> int:
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{key} not in /proc/self/status")
+
+    pipe = MagicVideoPipeline.from_pretrained(pipeline)
+    cfg = pipe.unet.config
+    latents = torch.randn(1, cfg.in_channels, num_frames, cfg.sample_size, cfg.sample_size)
+    with torch.no_grad():  # warm up the kernels once on 2 frames
+        upscale_video(pipe.sr, pipe.vae.decode(latents[:, :, :2])[0].transpose(0, 1), pipe.sr_schedule, steps=1)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the high-water mark
+    before = status("VmRSS")
+    with torch.no_grad():
+        frames = pipe.vae.decode(latents)[0].transpose(0, 1)
+        upscale_video(pipe.sr, frames, pipe.sr_schedule, steps=int(pipe.defaults["sr_steps"]),
+                      batch_frames=int(pipe.defaults["sr_batch_frames"]))
+    print(json.dumps({"peak_growth": status("VmHWM") - before}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pipeline", default=None)
+    parser.add_argument("--clips", type=int, default=12, help="held-out clips for VideoVAE and interpolation")
+    parser.add_argument("--prompts", type=int, default=24, help="prompts for the 61-frame vs keyframes check")
+    parser.add_argument("--frames", type=int, default=16, help="held-out frames for SR")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe is not None:
+        memory_probe(args.pipeline, args.memory_probe)
+        return 0
+    try:
+        from skimage.metrics import structural_similarity
+    except ImportError:
+        print("scripts/evaluate_cascade.py needs scikit-image for SSIM: pip install -e '.[eval]'", file=sys.stderr)
+        return 2
+
+    from magicvideo.data.synthetic import HELD_OUT, SEEN, ShapesDataset, make_caption, object_center, parse_prompt
+    from magicvideo.data.synthetic import render_at, spec_for
+    from magicvideo.evaluate import analyze_video, dithering, psnr, score
+    from magicvideo.interpolate import FPS_FACTOR, interpolate_latents
+    from magicvideo.models.sr_unet import upscale_video
+    from magicvideo.pipeline import MagicVideoPipeline
+    from magicvideo.stages import sr_frame_pair
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    if pipe.interpolation is None or pipe.sr is None:
+        print("the pipeline has no interpolation or no sr stage", file=sys.stderr)
+        return 2
+    d = pipe.defaults
+    res = pipe.unet.config.sample_size * pipe.vae.config.downsample_factor
+    figures: dict = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
+    t0 = time.time()
+
+    # -- VideoVAE ---------------------------------------------------------------------------
+    data = ShapesDataset(num_frames=16, resolution=res, split="heldout", seed=77)
+    videos = torch.stack([data[i]["video"] for i in range(args.clips)])
+    with torch.no_grad():
+        latents = pipe.vae.encode(videos)
+        framewise, temporal = pipe.vae.decode(latents, temporal=False), pipe.vae.decode(latents)
+    truth = np.stack([video_u8(v) for v in videos])
+    fw, tp = np.stack([video_u8(v) for v in framewise]), np.stack([video_u8(v) for v in temporal])
+    figures["videovae"] = {
+        "psnr_framewise": psnr(fw, truth), "psnr_temporal": psnr(tp, truth),
+        "dithering_framewise": dithering(fw, truth), "dithering_temporal": dithering(tp, truth)}
+    v = figures["videovae"]
+    v["psnr_drop_db"] = v["psnr_framewise"] - v["psnr_temporal"]
+    v["dithering_reduction"] = 1 - v["dithering_temporal"] / max(v["dithering_framewise"], 1e-12)
+
+    # -- interpolation on held-out clips ----------------------------------------------------
+    rng = np.random.default_rng(5)
+    errors, hold_errors = [], []
+    for i in range(args.clips):
+        spec = spec_for(*HELD_OUT[i % len(HELD_OUT)], rng)
+        fps = float(rng.choice([4.0, 8.0]))
+        times = np.arange(61) / (FPS_FACTOR * fps)
+        clip = torch.from_numpy(render_at(spec, times, res)).permute(3, 0, 1, 2).float() / 127.5 - 1
+        keys = clip[:, ::FPS_FACTOR][None]
+        with torch.no_grad():
+            key_latents = pipe.vae.encode(keys)
+            full = interpolate_latents(pipe.interpolation, key_latents, pipe.vae.decode(key_latents), pipe.encoder,
+                                       fps, pipe.schedule, steps=int(d["interpolation_steps"]),
+                                       guidance=float(d["interpolation_guidance"]), seed=i)
+            frames = video_u8(pipe.vae.decode(full)[0])
+        found = analyze_video(frames).centroids
+        true = object_center(spec, times, res)
+        between = np.array([j for j in range(61) if j % FPS_FACTOR])
+        held = between - between % FPS_FACTOR  # the previous keyframe
+        ok = ~np.isnan(found[between, 0])
+        errors += list(np.linalg.norm(found[between][ok] - true[between][ok], axis=1))
+        hold_errors += list(np.linalg.norm(true[held] - true[between], axis=1))
+    figures["interpolation"] = {"centroid_error_px": float(np.mean(errors)),
+                                "repeat_keyframe_error_px": float(np.mean(hold_errors)),
+                                "frames_measured": len(errors), "frames_total": len(hold_errors)}
+
+    # -- 61-frame outputs vs keyframes only (analyzer) --------------------------------------
+    combos = [SEEN[j] for j in np.random.default_rng(9).choice(len(SEEN), args.prompts, replace=False)]
+    prompts = [make_caption(*c, rng) for c in combos]
+    expected = [parse_prompt(p) for p in prompts]
+    keys_only = [analyze_video(pipe(p, seed=i, progress=False, interpolate=False, upscale=False).frames)
+                 for i, p in enumerate(prompts)]
+    interpolated = [analyze_video(pipe(p, seed=i, progress=False, interpolate=True, upscale=False).frames)
+                    for i, p in enumerate(prompts)]
+    figures["analyzer_keyframes"], figures["analyzer_61_frames"] = score(keys_only, expected), score(interpolated,
+                                                                                                    expected)
+
+    # -- super-resolution on held-out frames ------------------------------------------------
+    scale = pipe.sr.config.scale
+    low, high = map(torch.stack, zip(*(sr_frame_pair(i, seed=123, low_res=res, scale=scale, split="heldout")
+                                       for i in range(args.frames))))
+    up = upscale_video(pipe.sr, low, pipe.sr_schedule, steps=int(d["sr_steps"]), noise_level=int(d["sr_noise_level"]))
+    bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+    hr, sr_u8, bic_u8 = frames_u8(high), frames_u8(up), frames_u8(bicubic)
+
+    def ssim(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean([structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b)]))
+
+    figures["sr"] = {"psnr": psnr(sr_u8, hr), "psnr_bicubic": psnr(bic_u8, hr),
+                     "ssim": ssim(sr_u8, hr), "ssim_bicubic": ssim(bic_u8, hr), "frames": args.frames}
+
+    # -- flicker: shared vs independent SR noise on a held-out clip -------------------------
+    clip = ShapesDataset(num_frames=16, resolution=res * scale, split="heldout", seed=78)[0]["video"]
+    low_clip = F.avg_pool2d(clip.transpose(0, 1), scale)
+    flick = {}
+    for name, shared in (("shared", True), ("independent", False)):
+        out = frames_u8(upscale_video(pipe.sr, low_clip, pipe.sr_schedule, steps=int(d["sr_steps"]),
+                                     noise_level=int(d["sr_noise_level"]), shared_noise=shared))
+        a = analyze_video(out)
+        flick[name] = {"jitter": a.jitter, "flicker": a.flicker, "dithering": dithering(out, video_u8(clip))}
+    figures["sr_noise"] = flick
+    figures["quality_wall_s"] = round(time.time() - t0, 1)
+
+    # -- speed and memory -------------------------------------------------------------------
+    start = time.time()
+    video = pipe("a red circle moving right", progress=False)
+    figures["cascade"] = {"wall_s": round(time.time() - start, 2), "frames": int(video.frames.shape[0]),
+                          "size": int(video.frames.shape[1]), "fps": video.fps}
+    growth = {}
+    for n in (16, 61):
+        cmd = [sys.executable, __file__, "--memory-probe", str(n)] + (["--pipeline", args.pipeline] if args.pipeline else [])
+        growth[n] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["peak_growth"]
+    figures["memory"] = {"peak_growth_16_mb": growth[16] / 2**20, "peak_growth_61_mb": growth[61] / 2**20,
+                         "ratio_61_vs_16": growth[61] / max(growth[16], 1)}
+
+    v, it, sr = figures["videovae"], figures["interpolation"], figures["sr"]
+    k, f61 = figures["analyzer_keyframes"], figures["analyzer_61_frames"]
+    checks = [
+        ("videovae PSNR drop (dB)", v["psnr_drop_db"], "<=", 0.3),
+        ("videovae dithering reduction", v["dithering_reduction"], ">=", 0.2),
+        ("interp centroid error (px)", it["centroid_error_px"], "<=", it["repeat_keyframe_error_px"]),
+        ("61-frame color acc - keyframes", f61["color_acc"] - k["color_acc"], ">=", -0.05),
+        ("61-frame direction acc - keyframes", f61["direction_acc"] - k["direction_acc"], ">=", -0.05),
+        ("SR PSNR - bicubic (dB)", sr["psnr"] - sr["psnr_bicubic"], ">=", 0.0),
+        ("SR SSIM - bicubic", sr["ssim"] - sr["ssim_bicubic"], ">=", 0.0),
+        ("SR jitter shared - independent", flick["shared"]["jitter"] - flick["independent"]["jitter"], "<=", 0.0),
+        ("cascade wall (s)", figures["cascade"]["wall_s"], "<=", 60.0),
+        ("decode+SR memory 61 / 16 frames", figures["memory"]["ratio_61_vs_16"], "<=", 1.3),
+    ]
+    print(json.dumps(figures, indent=1, default=float))
+    ok = True
+    for name, value, op, threshold in checks:
+        passed = value <= threshold if op == "<=" else value >= threshold
+        ok &= passed
+        print(f"{name:<36} {value:9.4f}  ({op} {threshold:.4g})  {'ok' if passed else 'MISSED'}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(figures, f, indent=1, default=float)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
