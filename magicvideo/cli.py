@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
-                           pool_cache=args.pool_cache,
+                           pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--vae", default=None, help="trained VAE model directory (videovae and keyframe stages)")
     tr.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory (keyframe stage)")
     tr.add_argument("--init-from", default=None, help="initial U-Net weights: our model dir or an SD folder/file")
+    tr.add_argument("--data", default=None,
+                    help="train on a folder of videos (captions.csv/.jsonl for captioned stages) instead of "
+                         "the shapes domain")
+    tr.add_argument("--strides", type=_positive_int, nargs="+", default=[1, 2, 4],
+                    help="--data: frame strides to sample clips at (clip fps = native fps / stride)")
     tr.add_argument("--pool-clips", type=int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--pool-cache", default=None,

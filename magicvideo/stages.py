@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class StageOptions:
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
     pool_clips: int = 0  # keyframe: encode this many clips once and train on them (0: encode every batch)
     pool_cache: str | None = None  # keyframe: safetensors file that keeps the encoded pool between stages
+    data: str | None = None  # a video folder (see data/video_folder.py) instead of the shapes domain
+    strides: tuple[int, ...] = (1, 2, 4)  # video folders: frame strides (clip fps = native fps / stride)
     schedule: NoiseSchedule = NoiseSchedule()
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
 
@@ -59,6 +62,9 @@ class StageOptions:
 
 def build_stage(name: str, options: StageOptions) -> Stage:
     torch.manual_seed(options.seed)  # fresh weights are a function of the seed (every process agrees)
+    if options.data is not None and name in ("interpolation", "sr"):
+        raise ValueError(f"--data: the {name} stage trains on the shapes domain only for now "
+                         "(it needs clips at 4x the frame rate or frames at 4x the resolution)")
     if name == "vae":
         return vae_stage(options)
     if name == "videovae":
@@ -74,18 +80,31 @@ def build_stage(name: str, options: StageOptions) -> Stage:
     raise ValueError(f"unknown stage {name!r}; choose one of {STAGES}")
 
 
-def _dataset(options: StageOptions, num_frames: int):
+def _dataset(options: StageOptions, num_frames: int, labeled: bool = False):
+    """The training stream: the shapes domain, or the video folder ``options.data``
+    (``labeled``: captions required)."""
     from .data.synthetic import ShapesDataset
 
     preset = get_preset(options.preset)
+    if options.data is not None:
+        from .data.video_folder import VideoFolderDataset
+
+        return VideoFolderDataset(options.data, num_frames=num_frames, resolution=preset.resolution,
+                                  strides=options.strides, labeled=labeled, seed=options.seed, length=10**9)
     return ShapesDataset(num_frames=num_frames, resolution=preset.resolution, fps_choices=options.fps_choices,
                          split="train", seed=options.seed, length=10**9)
 
 
 def _items(dataset, step: int, batch_size: int, positions: range | None = None) -> list[dict[str, Any]]:
     """Items at ``positions`` (default: all) of the global batch of ``step``: under data
-    parallelism every process builds only its own part of the same global batch."""
-    return [dataset[step * batch_size + i] for i in (positions or range(batch_size))]
+    parallelism every process builds only its own part of the same global batch. A video
+    folder reports its skipped files once per pass over the folder."""
+    indices = [step * batch_size + i for i in (positions or range(batch_size))]
+    items = [dataset[i] for i in indices]
+    files = getattr(dataset, "files", None)
+    if files and dataset.skipped and any(i % len(files) == 0 for i in indices[1:] + [indices[-1] + 1]):
+        print(dataset.report(), file=sys.stderr)
+    return items
 
 
 def _preview_frames(video: torch.Tensor) -> np.ndarray:
@@ -189,7 +208,7 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     from .models.encoders import MiniLMLiTEncoder, lit_loss
 
     encoder = MiniLMLiTEncoder()
-    data = _dataset(options, num_frames=2)
+    data = _dataset(options, num_frames=2, labeled=True)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None):
         items = _items(data, step, batch_size, positions)
@@ -244,7 +263,8 @@ def _pool_key(options: StageOptions, data) -> dict[str, Any]:
         files = sorted(Path(directory).rglob("*.safetensors")) if directory else []
         return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or WEIGHTS_NAME
 
-    return {"seed": options.seed, "num_frames": options.num_frames, "fps_choices": list(options.fps_choices),
+    source = {"data": str(Path(options.data).resolve()), "strides": list(options.strides)} if options.data else {}
+    return {"seed": options.seed, "num_frames": options.num_frames, "fps_choices": list(options.fps_choices), **source,
             "resolution": data.resolution, "vae": str(Path(options.vae).resolve()), "vae_files": fingerprint(options.vae),
             "encoder": str(options.encoder), "encoder_files": fingerprint(options.encoder)}
 
@@ -307,7 +327,7 @@ def keyframe_stage(options: StageOptions) -> Stage:
                          f"encoder width {encoder.dim}")
     schedule = options.schedule
     alphas_cumprod = schedule.alphas_cumprod()
-    data = _dataset(options, num_frames=options.num_frames)
+    data = _dataset(options, num_frames=options.num_frames, labeled=options.condition == "text")
 
     def encode(items: list[dict[str, Any]]) -> dict[str, Any]:
         return _encode_clips(items, vae, encoder, with_image_cond=options.condition == "image")
