@@ -90,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
+                           latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
@@ -106,6 +107,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if rank == 0:
         print(f"stage {args.stage}: model written to {final}")
+    return 0
+
+
+def cmd_cache_latents(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .latent_cache import write_latent_cache
+    from .models import VideoVAE
+    from .models.encoders import load_encoder
+    from .stages import StageOptions, _dataset
+
+    if Path(args.output).exists():
+        raise ValueError(f"{args.output}: already exists (a cache is written once; remove it to rebuild)")
+    options = StageOptions(preset=args.preset, seed=args.seed, data=args.data, strides=tuple(args.strides),
+                           num_frames=args.num_frames)
+    labeled = args.data is None or any((Path(args.data) / n).is_file() for n in ("captions.csv", "captions.jsonl"))
+    data = _dataset(options, num_frames=args.num_frames, labeled=labeled)
+    vae = VideoVAE.from_pretrained(args.vae).eval()
+    encoder = load_encoder(args.encoder).eval()
+    source = {"data": args.data or "shapes", "strides": args.strides, "num_frames": args.num_frames,
+              "seed": args.seed, "vae": args.vae, "encoder": args.encoder}
+    out = write_latent_cache(args.output, data, args.clips, vae, encoder, source=source, shard_clips=args.shard_clips,
+                             batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    if getattr(data, "skipped", None):
+        print(data.report(), file=sys.stderr)
+    print(f"{args.clips} clips cached in {out}")
     return 0
 
 
@@ -158,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "the shapes domain")
     tr.add_argument("--strides", type=_positive_int, nargs="+", default=[1, 2, 4],
                     help="--data: frame strides to sample clips at (clip fps = native fps / stride)")
+    tr.add_argument("--latent-cache", default=None,
+                    help="keyframe stage: train from a directory made by `magicvideo cache-latents`")
+    tr.add_argument("--gradient-checkpointing", action="store_true",
+                    help="U-Net stages: recompute activations in the backward pass (less memory, ~30%% more time)")
     tr.add_argument("--pool-clips", type=int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--pool-cache", default=None,
@@ -177,6 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    cache = sub.add_parser("cache-latents", help="encode a dataset once (VAE latents, image conditions, captions) "
+                                                 "for the keyframe stages")
+    cache.add_argument("-o", "--output", required=True, help="cache directory to create")
+    cache.add_argument("--vae", required=True, help="trained VAE model directory")
+    cache.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory")
+    cache.add_argument("--data", default=None, help="a video folder (default: the shapes domain)")
+    cache.add_argument("--strides", type=_positive_int, nargs="+", default=[1, 2, 4])
+    cache.add_argument("--clips", type=_positive_int, default=1000, help="clips to encode (the first N of the stream)")
+    cache.add_argument("--num-frames", type=_positive_int, default=16)
+    cache.add_argument("--shard-clips", type=_positive_int, default=256, help="clips per safetensors shard")
+    cache.add_argument("--batch-size", type=_positive_int, default=16)
+    cache.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding videos")
+    cache.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    cache.add_argument("--seed", type=int, default=0)
+    cache.add_argument("-q", "--quiet", action="store_true")
+    cache.set_defaults(func=cmd_cache_latents)
     return parser
 
 

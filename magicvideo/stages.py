@@ -49,6 +49,8 @@ class StageOptions:
     pool_clips: int = 0  # keyframe: encode this many clips once and train on them (0: encode every batch)
     pool_cache: str | None = None  # keyframe: safetensors file that keeps the encoded pool between stages
     data: str | None = None  # a video folder (see data/video_folder.py) instead of the shapes domain
+    latent_cache: str | None = None  # keyframe: train from a `magicvideo cache-latents` directory
+    gradient_checkpointing: bool = False  # U-Net stages: trade compute for activation memory
     strides: tuple[int, ...] = (1, 2, 4)  # video folders: frame strides (clip fps = native fps / stride)
     schedule: NoiseSchedule = NoiseSchedule()
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
@@ -230,12 +232,14 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
 # -- keyframe -----------------------------------------------------------------------------
 def _load_unet(options: StageOptions) -> VideoUNet:
     preset = get_preset(options.preset)
-    if options.init_from is None:
-        return VideoUNet(dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames)))
-    path = Path(options.init_from)
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        return VideoUNet.from_pretrained(path)
-    return VideoUNet.from_pretrained_2d(path, max_frames=options.num_frames)
+    path = Path(options.init_from) if options.init_from is not None else None
+    if path is None:
+        unet = VideoUNet(dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames)))
+    elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        unet = VideoUNet.from_pretrained(path)
+    else:
+        unet = VideoUNet.from_pretrained_2d(path, max_frames=options.num_frames)
+    return unet.enable_gradient_checkpointing(options.gradient_checkpointing)
 
 
 def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch.Tensor:
@@ -327,22 +331,28 @@ def keyframe_stage(options: StageOptions) -> Stage:
                          f"encoder width {encoder.dim}")
     schedule = options.schedule
     alphas_cumprod = schedule.alphas_cumprod()
-    data = _dataset(options, num_frames=options.num_frames, labeled=options.condition == "text")
-
     def encode(items: list[dict[str, Any]]) -> dict[str, Any]:
         return _encode_clips(items, vae, encoder, with_image_cond=options.condition == "image")
 
-    pool = None
-    if options.pool_clips:
-        # The VAE encoder costs as much as a U-Net step on CPU: encode a fixed pool once
-        # (and, with --pool-cache, once for both keyframe stages).
-        pool = _clip_pool(options, data, vae, encoder)
+    pool = data = None
+    if options.latent_cache is not None:  # encoded once by `magicvideo cache-latents`
+        from .latent_cache import read_latent_cache
+
+        pool = read_latent_cache(options.latent_cache)
+        _check_cache(options, pool, unet, vae, encoder)
+    else:
+        data = _dataset(options, num_frames=options.num_frames, labeled=options.condition == "text")
+        if options.pool_clips:
+            # The VAE encoder costs as much as a U-Net step on CPU: encode a fixed pool once
+            # (and, with --pool-cache, once for both keyframe stages).
+            pool = _clip_pool(options, data, vae, encoder)
+    pool_size = 0 if pool is None else len(pool["caption"])
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> dict[str, Any]:
         if pool is None:
             return encode(_items(data, step, batch_size, positions))
         g = torch.Generator().manual_seed(options.seed * 7919 + step)
-        idx = torch.randint(0, options.pool_clips, (batch_size,), generator=g)[list(positions or range(batch_size))]
+        idx = torch.randint(0, pool_size, (batch_size,), generator=g)[list(positions or range(batch_size))]
         return {"latents": pool["latents"][idx], "fps": pool["fps"][idx],
                 "caption": [pool["caption"][i] for i in idx.tolist()],
                 "image_cond": None if pool["image_cond"] is None else pool["image_cond"][idx]}
@@ -375,8 +385,25 @@ def keyframe_stage(options: StageOptions) -> Stage:
 
     describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
                 "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
-                "pool_clips": options.pool_clips}
+                "pool_clips": pool_size, "latent_cache": options.latent_cache}
     return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)
+
+
+def _check_cache(options: StageOptions, pool: dict[str, Any], unet: VideoUNet, vae: VideoVAE, encoder) -> None:
+    """A latent cache must fit the models it trains, named before any step runs."""
+    where = f"latent cache {options.latent_cache}"
+    _, c, f, h, w = pool["latents"].shape
+    if c != unet.config.in_channels or h != unet.config.sample_size or w != unet.config.sample_size:
+        raise ValueError(f"{where}: latents are {c}x{h}x{w}, the U-Net takes "
+                         f"{unet.config.in_channels}x{unet.config.sample_size}x{unet.config.sample_size}")
+    if f > unet.config.max_frames:
+        raise ValueError(f"{where}: clips of {f} frames, the U-Net takes at most {unet.config.max_frames}")
+    if pool["image_cond"].shape[-1] != encoder.dim:
+        raise ValueError(f"{where}: image conditions are {pool['image_cond'].shape[-1]}-d, the encoder gives {encoder.dim}")
+    if options.condition == "text" and not all(pool["caption"]):
+        raise ValueError(f"{where}: has clips without captions; the text condition needs a captioned dataset")
+    if vae.config.latent_channels != c:
+        raise ValueError(f"{where}: made with a {c}-channel VAE, --vae has {vae.config.latent_channels}")
 
 
 # -- interpolation ------------------------------------------------------------------------
@@ -396,6 +423,7 @@ def interpolation_stage(options: StageOptions) -> Stage:
     if keyframe.config.condition_channels:
         raise ValueError(f"{options.init_from}: --init-from must be a keyframe model (it has condition channels)")
     unet = keyframe.with_condition_channels(interpolation_channels(vae.config.latent_channels))
+    unet.enable_gradient_checkpointing(options.gradient_checkpointing)
     schedule = options.schedule
     alphas_cumprod = schedule.alphas_cumprod()
     from .data.synthetic import ShapesDataset

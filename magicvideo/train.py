@@ -11,7 +11,7 @@ leaves the previous checkpoint intact. Batches and noise are pure functions of
 Data parallelism: the global batch of a step is cut into ``micro_batches`` equal pieces, each
 with its own items and its own noise generator, both functions of (seed, step, piece). Under
 ``torchrun`` (``WORLD_SIZE`` > 1) every process computes the gradients of its share of the
-pieces, the gradients are summed over processes (gloo on CPU, NCCL on GPUs), and every process
+pieces, the gradients are summed over processes (gloo), and every process
 takes the same optimizer step; rank 0 alone writes metrics, checkpoints and the model. A run
 with P processes and ``micro_batches = M`` gives the weights of one process with the same M.
 """
@@ -146,14 +146,14 @@ def load_checkpoint(out: Path, model, ema, opt) -> dict[str, Any]:
 
 def distributed_context() -> tuple[int, int]:
     """(rank, world size). Under torchrun (``WORLD_SIZE`` > 1) joins the process group
-    (NCCL when CUDA is available, else gloo) unless the caller already did."""
+    unless the caller already did: gloo, because the loop keeps tensors on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -1,6 +1,8 @@
 """Video-folder datasets on real pixels (scikit-image photos and GIF) and broken files."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,38 @@ def test_training_runs_through_a_real_video_folder(tmp_path, folder, capsys):
     assert (tmp_path / "text" / "model" / "model.safetensors").is_file()
     assert main(["train", "--stage", "sr", "-o", str(tmp_path / "sr"), *common]) == 2
     assert "trains on the shapes domain only" in capsys.readouterr().err
+
+
+def test_latent_cache_round_trip_and_training(tmp_path, folder, capsys):
+    from magicvideo import VideoVAE, VideoVAEConfig
+    from magicvideo.latent_cache import read_latent_cache
+    from magicvideo.models.encoders import MiniLMLiTEncoder
+
+    torch.manual_seed(0)
+    VideoVAE(VideoVAEConfig()).save_pretrained(tmp_path / "vae")
+    MiniLMLiTEncoder().save_pretrained(tmp_path / "enc")
+    models = ["--vae", str(tmp_path / "vae"), "--encoder", str(tmp_path / "enc")]
+    cache = tmp_path / "cache"
+    assert main(["cache-latents", "-o", str(cache), *models, "--data", str(folder), "--clips", "7",
+                 "--shard-clips", "3", "--batch-size", "2", "--num-frames", "8", "-q"]) == 0
+    assert "skipped" in capsys.readouterr().err  # the broken files were reported
+    pool = read_latent_cache(cache)
+    assert sorted(p.name for p in cache.glob("shard_*")) == ["shard_00000.safetensors", "shard_00001.safetensors",
+                                                              "shard_00002.safetensors"]
+    assert pool["latents"].shape == (7, 4, 8, 16, 16) and pool["image_cond"].shape == (7, 1, 384)
+    # the cache holds exactly what encoding the same items gives
+    ds = VideoFolderDataset(folder, num_frames=8, resolution=64, length=7)
+    with torch.no_grad():
+        expected = VideoVAE.from_pretrained(tmp_path / "vae").encode(torch.stack([ds[i]["video"] for i in range(7)]))
+    torch.testing.assert_close(pool["latents"], expected, atol=1e-5, rtol=1e-5)
+    assert pool["caption"] == [ds[i]["caption"] for i in range(7)]
+    assert torch.equal(pool["fps"], torch.tensor([ds[i]["fps"] for i in range(7)], dtype=torch.float32))
+
+    assert main(["train", "--stage", "keyframe", "--condition", "image", "-o", str(tmp_path / "kf"), *models,
+                 "--latent-cache", str(cache), "--steps", "2", "--batch-size", "2", "-q"]) == 0
+    assert json.loads((tmp_path / "kf" / "metrics.jsonl").read_text().splitlines()[0])["pool_clips"] == 7
+    assert main(["cache-latents", "-o", str(cache), *models, "--clips", "2"]) == 2  # never overwritten
+    (cache / "shard_00001.safetensors").write_bytes(b"junk")
+    assert main(["train", "--stage", "keyframe", "-o", str(tmp_path / "kf2"), *models, "--latent-cache", str(cache),
+                 "--steps", "1", "-q"]) == 2
+    assert "shard_00001.safetensors: not a readable safetensors file" in capsys.readouterr().err

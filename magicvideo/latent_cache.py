@@ -1,0 +1,113 @@
+"""Latent cache: encode a training set once, train the keyframe stages from the result.
+
+The VAE encoder and the image tower cost as much as a U-Net step; at scale they are run
+once over the dataset (``magicvideo cache-latents``) and the keyframe stages read the cache
+(``magicvideo train --stage keyframe --latent-cache DIR``). A cache is a directory::
+
+    cache.json               {"format": 1, "clips": N, "shards": [{"file": ..., "clips": n}], "source": {...}}
+    shard_00000.safetensors  latents (n, C, F, h, w), fps (n,), image_cond (n, L, D);
+                             metadata "captions" (JSON list of n strings)
+    ...
+
+written atomically (a crash leaves no half cache). Clips are the first N items of the
+training stream (shapes domain or a video folder), decoded by a DataLoader with workers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .models.io import atomic_directory, load_safetensors
+
+INDEX = "cache.json"
+FORMAT = 1
+TENSORS = ("latents", "fps", "image_cond")
+
+
+@torch.no_grad()
+def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: dict[str, Any] | None = None,
+                       shard_clips: int = 256, batch_size: int = 16, workers: int = 0, progress: bool = True) -> Path:
+    """Encode items 0..clips-1 of ``data`` into shards under ``out``; returns ``out``."""
+    from .data.video_folder import clip_loader
+    from .stages import clip_condition
+
+    if clips < 1 or shard_clips < 1 or batch_size < 1:
+        raise ValueError(f"clips, shard_clips and batch_size must be >= 1, got {clips}, {shard_clips}, {batch_size}")
+    out = Path(out)
+    loader = clip_loader(torch.utils.data.Subset(data, range(clips)), batch_size=batch_size, num_workers=workers)
+    with atomic_directory(out) as tmp:
+        shards: list[dict[str, Any]] = []
+        pending: dict[str, list] = {"latents": [], "fps": [], "image_cond": [], "caption": []}
+
+        def flush(count: int) -> None:  # write the first ``count`` pending clips as one shard
+            tensors = {k: torch.cat(pending[k]) for k in TENSORS}
+            name = f"shard_{len(shards):05d}.safetensors"
+            save_file({k: v[:count].contiguous() for k, v in tensors.items()}, str(tmp / name),
+                      metadata={"captions": json.dumps(pending["caption"][:count])})
+            shards.append({"file": name, "clips": count})
+            for k in TENSORS:
+                pending[k] = [tensors[k][count:]]
+            pending["caption"] = pending["caption"][count:]
+
+        for batch in tqdm(loader, desc="caching latents", disable=not progress, leave=False):
+            video = batch["video"]
+            pending["latents"].append(vae.encode(video))
+            pending["image_cond"].append(clip_condition(encoder, video))
+            pending["fps"].append(batch["fps"].float())
+            pending["caption"] += batch["caption"]
+            while len(pending["caption"]) >= shard_clips:
+                flush(shard_clips)
+        if pending["caption"]:
+            flush(len(pending["caption"]))
+        index = {"format": FORMAT, "clips": clips, "shards": shards, "source": source or {}}
+        (tmp / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    return out
+
+
+def read_latent_cache(directory: str | Path) -> dict[str, Any]:
+    """A cache directory -> {"latents", "fps", "image_cond" tensors, "caption" list, "source"}.
+    Every problem names the file."""
+    directory = Path(directory)
+    index_file = directory / INDEX
+    if not index_file.is_file():
+        raise ValueError(f"{directory}: not a latent cache ({INDEX} missing; make one with magicvideo cache-latents)")
+    try:
+        index = json.loads(index_file.read_text())
+        shards = [(directory / s["file"], int(s["clips"])) for s in index["shards"]]
+        if index.get("format") != FORMAT:
+            raise ValueError(f"format {index.get('format')!r}, expected {FORMAT}")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{index_file}: malformed ({err})") from None
+    parts: dict[str, list] = {k: [] for k in (*TENSORS, "caption")}
+    for path, count in shards:
+        if path.parent.resolve() != directory.resolve():
+            raise ValueError(f"{index_file}: shard {path.name!r} is outside the cache directory")
+        tensors = load_safetensors(path)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                captions = json.loads((f.metadata() or {})["captions"])
+        except (KeyError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: no caption list in the metadata ({err})") from None
+        missing = [k for k in TENSORS if k not in tensors]
+        if missing:
+            raise ValueError(f"{path}: missing tensors {missing}")
+        sizes = {k: tensors[k].shape[0] for k in TENSORS} | {"captions": len(captions)}
+        if set(sizes.values()) != {count}:
+            raise ValueError(f"{path}: {count} clips listed in {INDEX}, the shard holds {sizes}")
+        for k in TENSORS:
+            parts[k].append(tensors[k])
+        parts["caption"] += captions
+    if not shards:
+        raise ValueError(f"{index_file}: the cache has no shards")
+    pool = {k: torch.cat(parts[k]) for k in TENSORS}
+    pool["caption"], pool["source"] = parts["caption"], index.get("source", {})
+    return pool
+
+
+__all__ = ["read_latent_cache", "write_latent_cache"]
