@@ -91,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
+                           num_frames=args.num_frames,
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keyframe stage: safetensors file keeping the encoded pool (shared between stages)")
     tr.add_argument("--frame-noise-correlation", type=_fraction, default=0.0,
                     help="keyframe stage: share this fraction of the noise variance across frames (default 0)")
+    tr.add_argument("--num-frames", type=_positive_int, default=16, help="frames per training clip")
     tr.add_argument("--steps", type=_positive_int, default=1000)
     tr.add_argument("--batch-size", type=_positive_int, default=4)
     tr.add_argument("--lr", type=_positive_float, default=2e-4)

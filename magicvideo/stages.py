@@ -82,18 +82,28 @@ def build_stage(name: str, options: StageOptions) -> Stage:
     raise ValueError(f"unknown stage {name!r}; choose one of {STAGES}")
 
 
-def _dataset(options: StageOptions, num_frames: int, labeled: bool = False):
+def _load_vae(path: str) -> VideoVAE:
+    """``--vae``: our model directory, or Stable Diffusion VAE weights (a diffusers folder,
+    its ``vae/`` folder, or a single-file checkpoint) wrapped as a VideoVAE."""
+    from .models.io import WEIGHTS_NAME
+
+    if (Path(path) / WEIGHTS_NAME).is_file():
+        return VideoVAE.from_pretrained(path)
+    return VideoVAE.from_pretrained_2d(path)
+
+
+def _dataset(options: StageOptions, num_frames: int, labeled: bool = False, resolution: int | None = None):
     """The training stream: the shapes domain, or the video folder ``options.data``
-    (``labeled``: captions required)."""
+    (``labeled``: captions required), at ``resolution`` (default: the preset's)."""
     from .data.synthetic import ShapesDataset
 
-    preset = get_preset(options.preset)
+    resolution = resolution or get_preset(options.preset).resolution
     if options.data is not None:
         from .data.video_folder import VideoFolderDataset
 
-        return VideoFolderDataset(options.data, num_frames=num_frames, resolution=preset.resolution,
+        return VideoFolderDataset(options.data, num_frames=num_frames, resolution=resolution,
                                   strides=options.strides, labeled=labeled, seed=options.seed, length=10**9)
-    return ShapesDataset(num_frames=num_frames, resolution=preset.resolution, fps_choices=options.fps_choices,
+    return ShapesDataset(num_frames=num_frames, resolution=resolution, fps_choices=options.fps_choices,
                          split="train", seed=options.seed, length=10**9)
 
 
@@ -172,7 +182,7 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
     clips, with the frame-wise reconstruction loss; encoder and image decoder stay frozen."""
     if options.vae is None:
         raise ValueError("the videovae stage needs --vae DIR (a trained VAE model directory)")
-    model = VideoVAE.from_pretrained(options.vae)
+    model = _load_vae(options.vae)
     model.vae.requires_grad_(False)
     model.temporal_layers.requires_grad_(True)
     data = _dataset(options, num_frames=options.num_frames)
@@ -323,7 +333,7 @@ def keyframe_stage(options: StageOptions) -> Stage:
 
     if options.vae is None:
         raise ValueError("the keyframe stage needs --vae DIR (a trained VAE model directory)")
-    vae = VideoVAE.from_pretrained(options.vae).requires_grad_(False)
+    vae = _load_vae(options.vae).requires_grad_(False)
     encoder = load_encoder(options.encoder).requires_grad_(False).eval()
     unet = _load_unet(options)
     if unet.config.cross_attention_dim != encoder.dim:
@@ -341,7 +351,8 @@ def keyframe_stage(options: StageOptions) -> Stage:
         pool = read_latent_cache(options.latent_cache)
         _check_cache(options, pool, unet, vae, encoder)
     else:
-        data = _dataset(options, num_frames=options.num_frames, labeled=options.condition == "text")
+        data = _dataset(options, num_frames=options.num_frames, labeled=options.condition == "text",
+                        resolution=unet.config.sample_size * vae.config.downsample_factor)
         if options.pool_clips:
             # The VAE encoder costs as much as a U-Net step on CPU: encode a fixed pool once
             # (and, with --pool-cache, once for both keyframe stages).
@@ -417,7 +428,7 @@ def interpolation_stage(options: StageOptions) -> Stage:
 
     if options.vae is None or options.init_from is None:
         raise ValueError("the interpolation stage needs --vae DIR and --init-from KEYFRAME_MODEL_DIR")
-    vae = VideoVAE.from_pretrained(options.vae).requires_grad_(False)
+    vae = _load_vae(options.vae).requires_grad_(False)
     encoder = load_encoder(options.encoder).requires_grad_(False).eval()
     keyframe = _load_unet(options)
     if keyframe.config.condition_channels:

@@ -4,7 +4,8 @@
 #
 #   bash scripts/train_default.sh [RUN_DIR]
 #
-# Budget on 2 CPU cores: about 90 minutes in all. Step counts can be scaled with SCALE=0.1
+# Budget on 2 CPU cores: about 90 minutes for the keyframe model (steps 1-4), then about 35 for
+# the cascade stages (scripts/train_cascade.sh). Step counts can be scaled with SCALE=0.1
 # for a quick smoke run (the result is then not shipped unless SHIP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +34,6 @@ magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" "${KEYFRAM
 
 TARGET=$([ "$SHIP" = "1" ] && python3 -c "from magicvideo.pipeline import DEFAULT_PIPELINE; print(DEFAULT_PIPELINE)" || echo "$RUN/pipeline")
 python3 scripts/ship_pipeline.py "$RUN" "$TARGET" --wall "wall_s=$(( $(date +%s) - START ))"
+
+# 5-7. the cascade stages (super-resolution, interpolation, VideoVAE) on top of what was just shipped
+SCALE="$SCALE" SHIP="$SHIP" bash scripts/train_cascade.sh "$RUN/cascade" "$TARGET"

