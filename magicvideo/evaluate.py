@@ -151,3 +151,21 @@ def psnr(decoded: np.ndarray, reference: np.ndarray) -> float:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def report_checks(checks: Sequence[tuple[str, float, str, float]], figures: dict, out: str | None = None) -> bool:
+    """Print one line per (name, value, "<=" or ">=", threshold), write ``figures`` to the
+    JSON file ``out`` when given; True when every check passed (evaluation scripts)."""
+    import json
+
+    ok = True
+    for name, value, op, threshold in checks:
+        if op not in ("<=", ">="):
+            raise ValueError(f"check {name!r}: op must be '<=' or '>=', got {op!r}")
+        passed = value <= threshold if op == "<=" else value >= threshold
+        ok &= passed
+        print(f"{name:<36} {value:9.4f}  ({op} {threshold:.4g})  {'ok' if passed else 'MISSED'}")
+    if out:
+        with open(out, "w") as f:
+            json.dump(figures, f, indent=1, default=float)
+    return ok

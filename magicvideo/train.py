@@ -176,10 +176,15 @@ def _sum_gradients(params: list[torch.nn.Parameter]) -> None:
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    # a parameter no process used keeps grad None (AdamW skips it, as in one process)
+    used = _all_reduce(torch.tensor([float(p.grad is not None) for p in params]), op="max")
+    live = [p for p, u in zip(params, used.tolist()) if u]
+    if not live:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in live]
     flat = _all_reduce(torch.cat([g.reshape(-1) for g in grads]))
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g in zip(live, grads):
         p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
         offset += g.numel()
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models.io import usual_permissions
+
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")
 
 
@@ -58,9 +60,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
             _write_mp4(frames, tmp, fps)
         else:
             _write_gif(frames, tmp, fps)
-        mask = os.umask(0)  # mkstemp makes 0600 files; give the video the usual permissions
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        usual_permissions(Path(tmp))  # not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,10 +21,11 @@ def main() -> None:
     from magicvideo.video_io import write_video
 
     pipe = MagicVideoPipeline.from_pretrained()
-    videos = [pipe(p, seed=args.seed, progress=False).frames for p in PROMPTS]
+    outputs = [pipe(p, seed=args.seed, progress=False) for p in PROMPTS]  # the full cascade
+    videos = [o.frames for o in outputs]
     top, bottom = np.concatenate(videos[:2], axis=2), np.concatenate(videos[2:], axis=2)
-    grid = np.concatenate([top, bottom], axis=1).repeat(2, axis=1).repeat(2, axis=2)
-    write_video(grid, args.out, fps=8)
+    grid = np.concatenate([top, bottom], axis=1)
+    write_video(grid, args.out, fps=outputs[0].fps)
     print(f"wrote {args.out}: " + "; ".join(f"{i}: {p}" for i, p in enumerate(PROMPTS)))
 
 

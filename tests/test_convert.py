@@ -1,6 +1,8 @@
 """Loading Stable Diffusion weights: folders, single files, and what is refused."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from conftest import TINY_UNET_2D, TINY_VAE_2D, per_frame, per_video
@@ -112,6 +114,10 @@ def test_own_model_dir_validates_config_and_weights(tmp_path):
 
     cfg = VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(True, True), num_attention_heads=(2, 2))
     VideoUNet(cfg).save_pretrained(tmp_path / "m")
+    mask = os.umask(0)
+    os.umask(mask)  # written atomically, yet with the permissions of a plain mkdir / open
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     (tmp_path / "m" / "config.json").write_text('{"block_out_channels": [16, 32], "bogus": 1}')
     with pytest.raises(ValueError, match="bogus"):
         VideoUNet.from_pretrained(tmp_path / "m")

@@ -129,7 +129,8 @@ def test_distinct_adaptors_give_distinct_frames():
     t, ctx = torch.tensor([300]), torch.randn(1, 5, 24)
     with torch.no_grad():
         same = model(x, t, ctx)
-        assert (same - same[:, :, :1]).abs().max() == 0.0  # identity adaptors: identical frames
+        # identity adaptors: identical frames (up to float rounding: attention over 1..6 equal keys)
+        assert (same - same[:, :, :1]).abs().max() < 1e-5
         for m in model.modules():
             if isinstance(m, FrameAdaptor):
                 m.scale.add_(torch.randn_like(m.scale) * 0.2)

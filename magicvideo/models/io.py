@@ -81,6 +81,9 @@ def atomic_directory(directory: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    usual_permissions(tmp, directory=True)
+    for f in tmp.rglob("*"):
+        usual_permissions(f, directory=f.is_dir())
     old = None
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
@@ -100,9 +103,17 @@ def atomic_file(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        usual_permissions(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def usual_permissions(path: Path, directory: bool = False) -> None:
+    """mkdtemp / mkstemp make 0700 / 0600 entries; give them what a plain mkdir / open would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
 
 
 def save_model_dir(model: torch.nn.Module, config: Any, directory: str | Path) -> Path:

@@ -1,0 +1,97 @@
+"""Training-step time and peak memory of the VideoUNet: tiny preset and a mid config, with
+and without gradient checkpointing.
+
+    python benchmarks/train_step.py [--batch 2] [--frames 16] [--repeats 3]
+
+Each configuration runs in its own child process (fresh allocator; peak RSS growth over the
+process's state after building the model, Linux VmHWM). A step is forward + backward + AdamW
+on the v-prediction loss, batch of ``--batch`` clips of ``--frames`` latent frames. The
+"mid" config is SD's layout at a quarter of its width: (80, 160, 320, 320) channels, two
+resnets per level, 768-d tokens, 32x32 latents (256x256 video with the f=8 VAE).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+from magicvideo.config import VideoUNetConfig, get_preset
+
+CONFIGS = {
+    "tiny": get_preset("tiny").unet,
+    "mid": VideoUNetConfig(block_out_channels=(80, 160, 320, 320), layers_per_block=2,
+                           attention_levels=(True, True, True, False), num_attention_heads=(4, 4, 8, 8),
+                           cross_attention_dim=768, norm_num_groups=16, sample_size=32),
+}
+
+
+def rss(key: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(key)
+
+
+def child(name: str, checkpointing: bool, batch: int, frames: int, repeats: int) -> dict:
+    from magicvideo import VideoUNet
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(CONFIGS[name], max_frames=max(frames, CONFIGS[name].max_frames))
+    unet = VideoUNet(cfg).train().enable_gradient_checkpointing(checkpointing)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    x = torch.randn(batch, cfg.in_channels, frames, cfg.sample_size, cfg.sample_size)
+    tokens = torch.randn(batch, 77, cfg.cross_attention_dim)
+    t = torch.randint(0, 1000, (batch,))
+
+    def step() -> None:
+        loss = torch.nn.functional.mse_loss(unet(x, t, tokens, fps=8.0), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up; AdamW state allocated
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = rss("VmRSS")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    params = sum(p.numel() for p in unet.parameters())
+    return {"config": name, "checkpointing": checkpointing, "params_m": params / 1e6, "step_s": min(times),
+            "peak_activation_mb": (rss("VmHWM") - base) / 2**20, "resident_mb": base / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1] == "1", args.batch, args.frames, args.repeats)))
+        return
+    print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"batch {args.batch} x {args.frames} frames, best of {args.repeats}")
+    print(f"{'config':<6} {'ckpt':<5} {'params':>8} {'step s':>8} {'peak MB':>9} {'resident MB':>12}")
+    for name in args.configs:
+        for ckpt in (False, True):
+            out = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--frames", str(args.frames),
+                                  "--repeats", str(args.repeats), "--child", name, "1" if ckpt else "0"],
+                                 check=True, capture_output=True, text=True).stdout
+            r = json.loads(out)
+            print(f"{name:<6} {'yes' if ckpt else 'no':<5} {r['params_m']:7.1f}M {r['step_s']:8.2f} "
+                  f"{r['peak_activation_mb']:9.0f} {r['resident_mb']:12.0f}")
+
+
+if __name__ == "__main__":
+    main()
