@@ -3,8 +3,9 @@ and without gradient checkpointing.
 
     python benchmarks/train_step.py [--batch 2] [--frames 16] [--repeats 3]
 
-Each configuration runs in its own child process (fresh allocator; peak RSS growth over the
-process's state after building the model, Linux VmHWM). A step is forward + backward + AdamW
+Each configuration runs in its own child process; its peak RSS (Linux VmHWM: Python, torch,
+weights, AdamW state and the largest step's activations) is reported next to the fp32
+weights + gradients + AdamW state (16 bytes per parameter). A step is forward + backward + AdamW
 on the v-prediction loss, batch of ``--batch`` clips of ``--frames`` latent frames. The
 "mid" config is SD's layout at a quarter of its width: (80, 160, 320, 320) channels, two
 resnets per level, 768-d tokens, 32x32 latents (256x256 video with the f=8 VAE).
@@ -56,9 +57,6 @@ def child(name: str, checkpointing: bool, batch: int, frames: int, repeats: int)
         opt.step()
 
     step()  # warm-up; AdamW state allocated
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = rss("VmRSS")
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -66,7 +64,7 @@ def child(name: str, checkpointing: bool, batch: int, frames: int, repeats: int)
         times.append(time.perf_counter() - start)
     params = sum(p.numel() for p in unet.parameters())
     return {"config": name, "checkpointing": checkpointing, "params_m": params / 1e6, "step_s": min(times),
-            "peak_activation_mb": (rss("VmHWM") - base) / 2**20, "resident_mb": base / 2**20}
+            "peak_rss_mb": rss("VmHWM") / 2**20, "state_mb": params * 16 / 2**20}
 
 
 def main() -> None:
@@ -82,7 +80,7 @@ def main() -> None:
         return
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"batch {args.batch} x {args.frames} frames, best of {args.repeats}")
-    print(f"{'config':<6} {'ckpt':<5} {'params':>8} {'step s':>8} {'peak MB':>9} {'resident MB':>12}")
+    print(f"{'config':<6} {'ckpt':<5} {'params':>8} {'step s':>8} {'peak RSS MB':>12} {'weights+grads+AdamW MB':>23}")
     for name in args.configs:
         for ckpt in (False, True):
             out = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--frames", str(args.frames),
@@ -90,7 +88,7 @@ def main() -> None:
                                  check=True, capture_output=True, text=True).stdout
             r = json.loads(out)
             print(f"{name:<6} {'yes' if ckpt else 'no':<5} {r['params_m']:7.1f}M {r['step_s']:8.2f} "
-                  f"{r['peak_activation_mb']:9.0f} {r['resident_mb']:12.0f}")
+                  f"{r['peak_rss_mb']:12.0f} {r['state_mb']:23.0f}")
 
 
 if __name__ == "__main__":
