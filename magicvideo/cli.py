@@ -114,18 +114,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cache_latents(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .data.video_folder import CAPTION_FILES
     from .latent_cache import write_latent_cache
-    from .models import VideoVAE
     from .models.encoders import load_encoder
-    from .stages import StageOptions, _dataset
+    from .stages import StageOptions, _dataset, _load_vae
 
     if Path(args.output).exists():
         raise ValueError(f"{args.output}: already exists (a cache is written once; remove it to rebuild)")
     options = StageOptions(preset=args.preset, seed=args.seed, data=args.data, strides=tuple(args.strides),
                            num_frames=args.num_frames)
-    labeled = args.data is None or any((Path(args.data) / n).is_file() for n in ("captions.csv", "captions.jsonl"))
+    labeled = args.data is None or any((Path(args.data) / n).is_file() for n in CAPTION_FILES)
     data = _dataset(options, num_frames=args.num_frames, labeled=labeled)
-    vae = VideoVAE.from_pretrained(args.vae).eval()
+    vae = _load_vae(args.vae).eval()  # as in training: our model directory or SD VAE weights
     encoder = load_encoder(args.encoder).eval()
     source = {"data": args.data or "shapes", "strides": args.strides, "num_frames": args.num_frames,
               "seed": args.seed, "vae": args.vae, "encoder": args.encoder}
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache-latents", help="encode a dataset once (VAE latents, image conditions, captions) "
                                                  "for the keyframe stages")
     cache.add_argument("-o", "--output", required=True, help="cache directory to create")
-    cache.add_argument("--vae", required=True, help="trained VAE model directory")
+    cache.add_argument("--vae", required=True, help="trained VAE model directory or SD weights")
     cache.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory")
     cache.add_argument("--data", default=None, help="a video folder (default: the shapes domain)")
     cache.add_argument("--strides", type=_positive_int, nargs="+", default=[1, 2, 4])
