@@ -84,21 +84,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .diffusion import NoiseSchedule
-    from .stages import StageOptions, build_stage
+    from .stages import StageOptions, build_stage, resolve_device
     from .train import TrainConfig, distributed_context, train
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
-                           num_frames=args.num_frames,
+                           num_frames=args.num_frames, device=args.device,
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10),
-                      micro_batches=args.micro_batches)
+                      micro_batches=args.micro_batches, mixed_precision=args.mixed_precision,
+                      compile=args.compile)
     try:
-        rank, _ = distributed_context()  # under torchrun: one process per GPU / CPU share
+        rank, _ = distributed_context(resolve_device(args.device))  # under torchrun: one process per GPU / CPU share
         stage = build_stage(args.stage, options)
         final = train(stage, cfg, args.output, resume=args.resume, progress=not args.quiet)
     finally:
@@ -207,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--micro-batches", type=int, default=0,
                     help="cut each global batch into this many pieces (gradient accumulation); the default 0 "
                          "means one per process. Same value = same weights on any number of processes")
+    tr.add_argument("--device", default="cpu",
+                    help="cpu (default), cuda or cuda:N; under torchrun, cuda = each process's LOCAL_RANK GPU")
+    tr.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
+                    help="bf16: forward/backward under bfloat16 autocast, float32 weights and optimizer")
+    tr.add_argument("--compile", action="store_true", help="torch.compile the trained model (GPU; slow first step)")
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)

@@ -208,7 +208,7 @@ class MagicVideoPipeline:
             frames = upscale_video(self.sr, frames, self.sr_schedule, steps=int(d["sr_steps"]),
                                    noise_level=int(d["sr_noise_level"]), seed=seed,
                                    batch_frames=int(d["sr_batch_frames"]), progress=progress)
-        pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return VideoOutput(frames=pixels, fps=out_fps)
 
     def generate_latents(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
@@ -217,9 +217,11 @@ class MagicVideoPipeline:
         cfg = self.unet.config
         gen = torch.Generator().manual_seed(seed)
         size = cfg.sample_size
+        # noise drawn on the CPU: the same seed gives the same video on any device
         latents = self.schedule.noise((cond.shape[0], cfg.in_channels, num_frames, size, size), generator=gen)
+        latents = latents.to(cond.device)
         sched = self.schedule.scheduler(scheduler)
         latents = latents * sched.init_noise_sigma
-        fps_t = torch.full((cond.shape[0],), fps)
+        fps_t = torch.full((cond.shape[0],), fps, device=cond.device)
         denoise = guided(self.unet, cond, torch.zeros_like(cond), guidance, fps=fps_t)
         return sample(denoise, latents, sched, steps, generator=gen, callback=callback, progress=progress)

@@ -54,6 +54,7 @@ class StageOptions:
     strides: tuple[int, ...] = (1, 2, 4)  # video folders: frame strides (clip fps = native fps / stride)
     schedule: NoiseSchedule = NoiseSchedule()
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
+    device: str = "cpu"  # where the models run: cpu, cuda, cuda:N (under torchrun "cuda" = cuda:LOCAL_RANK)
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -62,7 +63,38 @@ class StageOptions:
             raise ValueError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device``: cpu, cuda or cuda:N; a clear error when it is not there. Under torchrun,
+    plain "cuda" means this process's GPU (``LOCAL_RANK``)."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if not name.startswith("cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if name == "cuda" else name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    torch.cuda.set_device(device)
+    return device
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors in a batch (nested dicts, lists, tuples) moved to ``device``; the rest as is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
 def build_stage(name: str, options: StageOptions) -> Stage:
+    """The stage ``name``; its models live on ``options.device``. Batches and all random
+    draws are made on the CPU (a function of seed and step, whatever the device) and then
+    moved, so a run gives the same data on any machine."""
+    options = dataclasses.replace(options, device=str(resolve_device(options.device)))
     torch.manual_seed(options.seed)  # fresh weights are a function of the seed (every process agrees)
     if options.data is not None and name in ("interpolation", "sr"):
         raise ValueError(f"--data: the {name} stage trains on the shapes domain only for now "
@@ -137,17 +169,19 @@ def object_weights(frames: torch.Tensor, weight: float, threshold: float = 0.1, 
 
 def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: float = 9.0) -> Stage:
     preset = get_preset(options.preset)
-    model = VideoVAE(preset.vae)
+    device = torch.device(options.device)
+    model = VideoVAE(preset.vae).to(device)
     model.temporal_layers.requires_grad_(False)  # trained later, in the videovae stage
     data = _dataset(options, num_frames=2)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> torch.Tensor:
         # one random frame of each clip: (B, 3, H, W)
-        return torch.stack([item["video"][:, step % 2] for item in _items(data, step, batch_size, positions)])
+        items = _items(data, step, batch_size, positions)
+        return torch.stack([item["video"][:, step % 2] for item in items]).to(device)
 
     def loss(frames: torch.Tensor, gen: torch.Generator):
         posterior = model.vae.encode(frames).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
         recon = model.vae.decode(z).sample
         err = recon - frames
         w = object_weights(frames, object_weight)
@@ -169,7 +203,7 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
 
         video = torch.stack([data[50_000 + i]["video"] for i in range(2)])
         with torch.no_grad():
-            recon = trained.decode(trained.encode(video), temporal=False)
+            recon = trained.decode(trained.encode(video.to(device)), temporal=False).cpu()
         grid = torch.cat([torch.cat([video[i], recon[i]], dim=-1) for i in range(2)], dim=-2)
         write_video(_preview_frames(grid), stem.with_suffix(".gif"), fps=4)
 
@@ -182,13 +216,15 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
     clips, with the frame-wise reconstruction loss; encoder and image decoder stay frozen."""
     if options.vae is None:
         raise ValueError("the videovae stage needs --vae DIR (a trained VAE model directory)")
-    model = _load_vae(options.vae)
+    device = torch.device(options.device)
+    model = _load_vae(options.vae).to(device)
     model.vae.requires_grad_(False)
     model.temporal_layers.requires_grad_(True)
     data = _dataset(options, num_frames=options.num_frames)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> torch.Tensor:
-        return torch.stack([item["video"] for item in _items(data, step, batch_size, positions)])  # (B, 3, F, H, W)
+        items = _items(data, step, batch_size, positions)
+        return torch.stack([item["video"] for item in items]).to(device)  # (B, 3, F, H, W)
 
     def loss(video: torch.Tensor, gen: torch.Generator):
         with torch.no_grad():
@@ -206,9 +242,9 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
 
         video = torch.stack([data[50_000 + i]["video"] for i in range(2)])
         with torch.no_grad():
-            latents = trained.encode(video)
-            rows = [torch.cat([video[i], trained.decode(latents, temporal=False)[i], trained.decode(latents)[i]], -1)
-                    for i in range(2)]
+            latents = trained.encode(video.to(device))
+            plain, temporal = trained.decode(latents, temporal=False).cpu(), trained.decode(latents).cpu()
+            rows = [torch.cat([video[i], plain[i], temporal[i]], -1) for i in range(2)]
         write_video(_preview_frames(torch.cat(rows, dim=-2)), stem.with_suffix(".gif"), fps=8)
 
     return Stage("videovae", model, loss, make_batch, save, sample,
@@ -219,18 +255,19 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
 def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     from .models.encoders import MiniLMLiTEncoder, lit_loss
 
-    encoder = MiniLMLiTEncoder()
+    device = torch.device(options.device)
+    encoder = MiniLMLiTEncoder().to(device)
     data = _dataset(options, num_frames=2, labeled=True)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None):
         items = _items(data, step, batch_size, positions)
-        return torch.stack([it["video"][:, step % 2] for it in items]), [it["caption"] for it in items]
+        return torch.stack([it["video"][:, step % 2] for it in items]).to(device), [it["caption"] for it in items]
 
     def loss(batch, gen: torch.Generator):
         frames, captions = batch
         img, txt = encoder.embed_image(frames), encoder.embed_text(captions)
-        value = lit_loss(img, txt, logit_scale)
-        acc = (img @ txt.T).argmax(1).eq(torch.arange(len(captions))).float().mean().item()
+        value = lit_loss(img.float(), txt.float(), logit_scale)
+        acc = (img @ txt.T).argmax(1).cpu().eq(torch.arange(len(captions))).float().mean().item()
         return value, {"match_acc": acc}
 
     def save(tower: torch.nn.Module, directory: Path) -> None:
@@ -263,7 +300,7 @@ def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch
 
 
 def _encode_clips(items: list[dict[str, Any]], vae: VideoVAE, encoder, with_image_cond: bool) -> dict[str, Any]:
-    video = torch.stack([it["video"] for it in items])
+    video = torch.stack([it["video"] for it in items]).to(next(vae.parameters()).device)
     with torch.no_grad():
         return {"latents": vae.encode(video), "image_cond": clip_condition(encoder, video) if with_image_cond else None,
                 "caption": [it["caption"] for it in items], "fps": torch.tensor([it["fps"] for it in items])}
@@ -299,7 +336,8 @@ def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder, chunk: int =
         if pool is not None:
             return pool
         print(f"{cache}: made with other settings or fewer clips; re-encoding")
-    chunks = [_encode_clips([data[i] for i in range(s, min(s + chunk, n))], vae, encoder, with_image_cond=True)
+    chunks = [to_device(_encode_clips([data[i] for i in range(s, min(s + chunk, n))], vae, encoder,
+                                      with_image_cond=True), torch.device("cpu"))
               for s in tqdm(range(0, n, chunk), desc="encoding clip pool", leave=False)]
     pool = {name: torch.cat([c[name] for c in chunks]) for name in ("latents", "fps", "image_cond")}
     pool["caption"] = [cap for c in chunks for cap in c["caption"]]
@@ -333,9 +371,10 @@ def keyframe_stage(options: StageOptions) -> Stage:
 
     if options.vae is None:
         raise ValueError("the keyframe stage needs --vae DIR (a trained VAE model directory)")
-    vae = _load_vae(options.vae).requires_grad_(False)
-    encoder = load_encoder(options.encoder).requires_grad_(False).eval()
-    unet = _load_unet(options)
+    device = torch.device(options.device)
+    vae = _load_vae(options.vae).requires_grad_(False).to(device)
+    encoder = load_encoder(options.encoder).requires_grad_(False).eval().to(device)
+    unet = _load_unet(options).to(device)
     if unet.config.cross_attention_dim != encoder.dim:
         raise ValueError(f"U-Net cross_attention_dim {unet.config.cross_attention_dim} does not match the "
                          f"encoder width {encoder.dim}")
@@ -361,22 +400,22 @@ def keyframe_stage(options: StageOptions) -> Stage:
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> dict[str, Any]:
         if pool is None:
-            return encode(_items(data, step, batch_size, positions))
+            return to_device(encode(_items(data, step, batch_size, positions)), device)
         g = torch.Generator().manual_seed(options.seed * 7919 + step)
         idx = torch.randint(0, pool_size, (batch_size,), generator=g)[list(positions or range(batch_size))]
-        return {"latents": pool["latents"][idx], "fps": pool["fps"][idx],
-                "caption": [pool["caption"][i] for i in idx.tolist()],
-                "image_cond": None if pool["image_cond"] is None else pool["image_cond"][idx]}
+        return to_device({"latents": pool["latents"][idx], "fps": pool["fps"][idx],
+                          "caption": [pool["caption"][i] for i in idx.tolist()],
+                          "image_cond": None if pool["image_cond"] is None else pool["image_cond"][idx]}, device)
 
     def loss(batch, gen: torch.Generator):
         x0 = batch["latents"]
         with torch.no_grad():
             cond = encoder.encode_text(batch["caption"]) if options.condition == "text" else batch["image_cond"]
         b = x0.shape[0]
-        keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(cond.dtype).view(b, 1, 1)
+        keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(device, cond.dtype).view(b, 1, 1)
         cond = cond * keep  # dropped condition = all-zero tokens, the null condition at sampling
-        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
-        noise = schedule.noise(tuple(x0.shape), generator=gen)
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen).to(device)
+        noise = schedule.noise(tuple(x0.shape), generator=gen).to(device)
         xt = add_noise(x0, noise, t, alphas_cumprod)
         target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
         pred = unet(xt, t, cond, fps=batch["fps"])
@@ -428,12 +467,13 @@ def interpolation_stage(options: StageOptions) -> Stage:
 
     if options.vae is None or options.init_from is None:
         raise ValueError("the interpolation stage needs --vae DIR and --init-from KEYFRAME_MODEL_DIR")
-    vae = _load_vae(options.vae).requires_grad_(False)
-    encoder = load_encoder(options.encoder).requires_grad_(False).eval()
+    device = torch.device(options.device)
+    vae = _load_vae(options.vae).requires_grad_(False).to(device)
+    encoder = load_encoder(options.encoder).requires_grad_(False).eval().to(device)
     keyframe = _load_unet(options)
     if keyframe.config.condition_channels:
         raise ValueError(f"{options.init_from}: --init-from must be a keyframe model (it has condition channels)")
-    unet = keyframe.with_condition_channels(interpolation_channels(vae.config.latent_channels))
+    unet = keyframe.with_condition_channels(interpolation_channels(vae.config.latent_channels)).to(device)
     unet.enable_gradient_checkpointing(options.gradient_checkpointing)
     schedule = options.schedule
     alphas_cumprod = schedule.alphas_cumprod()
@@ -445,18 +485,18 @@ def interpolation_stage(options: StageOptions) -> Stage:
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> dict[str, Any]:
         items = _items(data, step, batch_size, positions)
-        video = torch.stack([it["video"] for it in items])
+        video = torch.stack([it["video"] for it in items]).to(device)
         with torch.no_grad():
             latents = vae.encode(video)
-        return {"latents": latents, "fps": torch.tensor([it["fps"] for it in items]),
+        return {"latents": latents, "fps": torch.tensor([it["fps"] for it in items], device=device),
                 "tokens": keyframe_tokens(encoder, video[:, :, 0], video[:, :, -1])}
 
     def loss(batch, gen: torch.Generator):
         x0, tokens = batch["latents"], batch["tokens"]
         b = x0.shape[0]
-        keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(tokens.dtype).view(b, 1, 1)
-        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
-        noise = schedule.noise(tuple(x0.shape), generator=gen)
+        keep = (torch.rand(b, generator=gen) >= options.cond_drop).to(device, tokens.dtype).view(b, 1, 1)
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen).to(device)
+        noise = schedule.noise(tuple(x0.shape), generator=gen).to(device)
         xt = add_noise(x0, noise, t, alphas_cumprod)
         target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
         cond = window_conditioning(x0[:, :, 0], x0[:, :, -1])
@@ -492,7 +532,8 @@ def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
     from .models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res
 
     cfg = get_preset(options.preset).sr
-    model = SRUNet(cfg)
+    device = torch.device(options.device)
+    model = SRUNet(cfg).to(device)
     schedule = SR_SCHEDULE
     alphas_cumprod = schedule.alphas_cumprod()
 
@@ -508,16 +549,16 @@ def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
             lows.append(low[:, top : top + crop, left : left + crop])
             s = cfg.scale
             highs.append(high[:, top * s : (top + crop) * s, left * s : (left + crop) * s])
-        return torch.stack(lows), torch.stack(highs)
+        return torch.stack(lows).to(device), torch.stack(highs).to(device)
 
     def loss(batch, gen: torch.Generator):
         low, high = batch
         x0 = high - model.base(low)  # the HR frame itself, or its residual over bicubic
         b = x0.shape[0]
-        level = torch.randint(0, cfg.max_noise_level, (b,), generator=gen)
-        low = augment_low_res(low, level, alphas_cumprod, torch.randn(low.shape, generator=gen))
-        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        level = torch.randint(0, cfg.max_noise_level, (b,), generator=gen).to(device)
+        low = augment_low_res(low, level, alphas_cumprod, torch.randn(low.shape, generator=gen).to(device))
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = add_noise(x0[:, :, None], noise[:, :, None], t, alphas_cumprod)[:, :, 0]
         target = training_target(x0[:, :, None], noise[:, :, None], t, alphas_cumprod, schedule.prediction_type)
         return F.mse_loss(model(xt, t, low, level), target[:, :, 0]), {}
@@ -531,7 +572,7 @@ def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
         from .models.sr_unet import upscale_video
 
         low, high = zip(*(sr_frame_pair(90_000 + i, options.seed, cfg.low_res_size, cfg.scale) for i in range(2)))
-        up = upscale_video(trained, torch.stack(low), schedule, steps=6)
+        up = upscale_video(trained, torch.stack(low).to(device), schedule, steps=6).cpu()
         bicubic = F.interpolate(torch.stack(low), scale_factor=cfg.scale, mode="bicubic", align_corners=False)
         grid = torch.cat([torch.cat([bicubic[i], up[i], high[i]], dim=-1) for i in range(2)], dim=-2)
         image = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()

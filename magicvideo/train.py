@@ -14,6 +14,11 @@ with its own items and its own noise generator, both functions of (seed, step, p
 pieces, the gradients are summed over processes (gloo), and every process
 takes the same optimizer step; rank 0 alone writes metrics, checkpoints and the model. A run
 with P processes and ``micro_batches = M`` gives the weights of one process with the same M.
+
+Devices: the loop trains where the stage put its model (``--device``); gradients are summed
+with NCCL when that is a GPU, with gloo otherwise. ``mixed_precision="bf16"`` runs the
+stage's loss under ``torch.autocast`` in bfloat16 (weights, gradients, optimizer state and
+EMA stay float32); ``compile=True`` compiles the model with ``torch.compile``.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from tqdm.auto import tqdm
 from .models.io import atomic_directory, load_safetensors
 
 CHECKPOINT_DIR = "checkpoint"
+MIXED_PRECISION = ("no", "bf16")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     max_nonfinite: int = 20  # consecutive non-finite losses before giving up
     micro_batches: int = 0  # pieces the global batch is cut into; 0 = one per process
+    mixed_precision: str = "no"  # "bf16": forward and backward under bfloat16 autocast
+    compile: bool = False  # torch.compile the model (GPU: faster steps after a slow first one)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -60,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -144,16 +154,16 @@ def load_checkpoint(out: Path, model, ema, opt) -> dict[str, Any]:
     return state
 
 
-def distributed_context() -> tuple[int, int]:
+def distributed_context(device: torch.device = torch.device("cpu")) -> tuple[int, int]:
     """(rank, world size). Under torchrun (``WORLD_SIZE`` > 1) joins the process group
-    unless the caller already did: gloo, because the loop keeps tensors on the CPU."""
+    unless the caller already did: NCCL for GPU training, gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -177,7 +187,7 @@ def _sum_gradients(params: list[torch.nn.Parameter]) -> None:
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return
     # a parameter no process used keeps grad None (AdamW skips it, as in one process)
-    used = _all_reduce(torch.tensor([float(p.grad is not None) for p in params]), op="max")
+    used = _all_reduce(torch.tensor([float(p.grad is not None) for p in params], device=params[0].device), op="max")
     live = [p for p, u in zip(params, used.tolist()) if u]
     if not live:
         return
@@ -203,7 +213,9 @@ def _broadcast_state(model: torch.nn.Module, ema: dict[str, torch.Tensor] | None
 def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train ``stage`` for ``cfg.steps`` steps into ``out``; returns the final model directory."""
     out = Path(out)
-    rank, world = distributed_context()
+    model = stage.model.train()
+    device = next(model.parameters()).device
+    rank, world = distributed_context(device)
     pieces = cfg.micro_batches or world
     if cfg.batch_size % pieces:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible into {pieces} micro-batches "
@@ -214,7 +226,6 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
     mine = [p for p in range(pieces) if p % world == rank]
     main_process = rank == 0
     out.mkdir(parents=True, exist_ok=True)
-    model = stage.model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"stage {stage.name}: nothing to train")
@@ -227,6 +238,9 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
         start = state["step"]
         counters = {k: state.get(k, 0) for k in counters}
     _broadcast_state(model, ema)
+    if cfg.compile:
+        model.compile()  # in place: the stage's loss keeps calling the same module object
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     metrics_path = out / "metrics.jsonl"
     if main_process and resume and metrics_path.exists():  # drop records of steps that are about to be redone
         kept = [line for line in metrics_path.read_text().splitlines()
@@ -251,10 +265,12 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=True)
-            total, logs, finite = torch.zeros(()), {}, True
+            total, logs, finite = torch.zeros((), device=device), {}, True
             for piece in mine:  # gradient accumulation over this process's pieces
                 batch = stage.make_batch(step, cfg.batch_size, range(piece * size, (piece + 1) * size))
-                loss, piece_logs = stage.loss(batch, _piece_generator(cfg.seed, step, piece))
+                with autocast:
+                    loss, piece_logs = stage.loss(batch, _piece_generator(cfg.seed, step, piece))
+                loss = loss.float()
                 if not torch.isfinite(loss):
                     finite = False
                     break
@@ -263,7 +279,7 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
                 for k, v in piece_logs.items():
                     logs[k] = logs.get(k, 0.0) + v / len(mine)
             # every process skips the step when one of them saw a non-finite loss
-            finite = bool(_all_reduce(torch.tensor(0.0 if finite else 1.0), op="max") == 0)
+            finite = bool(_all_reduce(torch.tensor(0.0 if finite else 1.0, device=device), op="max") == 0)
             if not finite:
                 counters["nonfinite_total"] += 1
                 counters["nonfinite_run"] += 1

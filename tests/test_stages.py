@@ -23,9 +23,10 @@ def test_vae_lit_keyframe_chain(tmp_path):
     assert main(["train", "--stage", "keyframe", "--condition", "image", "-o", str(tmp_path / "kf0"), *kf,
                  "--pool-clips", "3", *common]) == 0
     assert main(["train", "--stage", "keyframe", "--condition", "text", "-o", str(tmp_path / "kf"), *kf,
-                 "--init-from", str(tmp_path / "kf0" / "model"), *common]) == 0
+                 "--init-from", str(tmp_path / "kf0" / "model"), "--mixed-precision", "bf16", *common]) == 0
     start = json.loads((tmp_path / "kf" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["condition"] == "text" and start["init_from"].endswith("model")
+    assert start["config"]["mixed_precision"] == "bf16"
     unet = VideoUNet.from_pretrained(tmp_path / "kf" / "model")
     pipe = MagicVideoPipeline(unet, vae, load_encoder(tmp_path / "lit" / "model"), defaults={"steps": 2})
     assert pipe("a red circle moving right", num_frames=4, progress=False).frames.shape == (4, 64, 64, 3)
@@ -35,6 +36,16 @@ def test_vae_lit_keyframe_chain(tmp_path):
 def test_keyframe_stage_needs_a_vae(tmp_path, capsys):
     assert main(["train", "--stage", "keyframe", "-o", str(tmp_path), "--steps", "1"]) == 2
     assert "--vae" in capsys.readouterr().err
+
+
+def test_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["train", "--stage", "sr", "-o", str(tmp_path), "--steps", "1", "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["train", "--stage", "sr", "-o", str(tmp_path), "--steps", "1", "--device", "tpu"]) == 2
+    assert "cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint").exists()
 
 
 def test_clip_condition_averages_frame_embeddings():

@@ -124,8 +124,30 @@ def test_final_model_is_the_ema(tmp_path):
     assert any(not torch.equal(final[k], ckpt_live[k]) for k in final)
 
 
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("no", torch.float32)])
+def test_mixed_precision_runs_the_loss_under_autocast_and_keeps_float32_weights(tmp_path, precision, dtype):
+    import dataclasses
+
+    seen = []
+    stage = toy_stage()
+    inner = stage.loss
+
+    def loss(batch, gen):
+        seen.append(stage.model(batch[0]).dtype)  # a Linear under CPU autocast gives bfloat16
+        return inner(batch, gen)
+
+    stage.loss = loss
+    train(stage, dataclasses.replace(CFG, mixed_precision=precision), tmp_path, progress=False)
+    assert set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for p in stage.model.parameters())
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert lines[-1]["loss"] < 0.5 * lines[0]["loss"]
+
+
 def test_bad_config_and_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
     with pytest.raises(ValueError, match="no checkpoint"):
         train(toy_stage(), CFG, tmp_path, resume=True, progress=False)

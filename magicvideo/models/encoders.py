@@ -62,6 +62,11 @@ class ConditionEncoder(nn.Module):
 
     dim: int
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; inputs (token ids, images) are moved there."""
+        return next(self.parameters()).device
+
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:  # (B, L, dim) condition tokens
         raise NotImplementedError
 
@@ -142,7 +147,8 @@ class MiniLMLiTEncoder(ConditionEncoder):
         prompts = _check_prompts(prompts)
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
         if missing:
-            batch = self.tokenizer(missing, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = self.tokenizer(missing, padding=True, truncation=True, max_length=128,
+                                   return_tensors="pt").to(self.device)
             hidden = self.text_model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
@@ -152,7 +158,7 @@ class MiniLMLiTEncoder(ConditionEncoder):
         return torch.stack([self._text_cache[p] for p in prompts])
 
     def embed_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_tower(_check_images(images)), dim=-1)
+        return F.normalize(self.image_tower(_check_images(images).to(self.device)), dim=-1)
 
     def _tokens(self, unit: torch.Tensor) -> torch.Tensor:
         return unit.unsqueeze(1) * math.sqrt(self.dim)  # one token, entries O(1) like CLIP's
@@ -222,13 +228,13 @@ class CLIPEncoder(ConditionEncoder):
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
-        x = (_check_images(images) + 1) / 2
+        x = (_check_images(images).to(self.device) + 1) / 2
         x = F.interpolate(x, size=(self.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
 
     def _tokenize(self, prompts: Sequence[str]):
         return self.tokenizer(_check_prompts(prompts), padding="max_length", truncation=True,
-                              max_length=self.max_length, return_tensors="pt")
+                              max_length=self.max_length, return_tensors="pt").to(self.device)
 
     @torch.no_grad()
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:

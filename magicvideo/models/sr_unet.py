@@ -103,14 +103,15 @@ def upscale_video(
     t, _, h, w = frames.shape
     gen = torch.Generator().manual_seed(seed)
     shape = (1 if shared_noise else t, 3, h * cfg.scale, w * cfg.scale)
-    init, aug = torch.randn(shape, generator=gen), torch.randn((shape[0], 3, h, w), generator=gen)
+    init = torch.randn(shape, generator=gen).to(frames.device)
+    aug = torch.randn((shape[0], 3, h, w), generator=gen).to(frames.device)
     alphas_cumprod = schedule.alphas_cumprod()
     out = []
     for start in tqdm(range(0, t, batch_frames), desc="super-resolution", disable=not progress, leave=False):
         chunk = frames[start : start + batch_frames]
         n = chunk.shape[0]
         pick = slice(None) if shared_noise else slice(start, start + n)
-        level = torch.full((n,), noise_level, dtype=torch.long)
+        level = torch.full((n,), noise_level, dtype=torch.long, device=frames.device)
         low = augment_low_res(chunk, level, alphas_cumprod, aug[pick].expand(n, -1, -1, -1))
         sched = schedule.scheduler(scheduler)
         latents = init[pick].expand(n, -1, -1, -1).clone() * sched.init_noise_sigma
