@@ -151,3 +151,14 @@ def test_bad_config_and_missing_checkpoint(tmp_path):
         TrainConfig(mixed_precision="fp8")
     with pytest.raises(ValueError, match="no checkpoint"):
         train(toy_stage(), CFG, tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_matches_eager(tmp_path):
+    import dataclasses
+
+    eager, compiled = toy_stage(), toy_stage()
+    train(eager, CFG, tmp_path / "eager", progress=False)
+    train(compiled, dataclasses.replace(CFG, compile=True), tmp_path / "compiled", progress=False)
+    for k, v in weights(eager).items():
+        assert torch.allclose(v, weights(compiled)[k], atol=1e-5), k
