@@ -151,7 +151,8 @@ class MiniLMLiTEncoder(ConditionEncoder):
                                    return_tensors="pt").to(self.device)
             hidden = self.text_model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+            # float32 in the cache whatever autocast computed in (bf16 training reuses it at sampling)
+            pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1).float()
             if len(self._text_cache) > 10_000:
                 self._text_cache.clear()
             self._text_cache.update(zip(missing, pooled))
