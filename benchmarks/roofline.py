@@ -17,10 +17,10 @@ import platform
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from train_step import CONFIGS
 
 from magicvideo import VideoUNet
+from magicvideo.models import count_flops
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -58,11 +58,9 @@ def main() -> None:
             unet.zero_grad(set_to_none=True)
             unet(x, t, ctx, fps=8.0).square().mean().backward()
 
-        counter = FlopCounterMode(display=False)
-        with counter:
-            step()
+        flops = count_flops(step)  # step() runs forward and backward
         seconds = min(_timed(step) for _ in range(args.repeats))
-        rows.append((name, sum(p.numel() for p in unet.parameters()), counter.get_total_flops(), seconds))
+        rows.append((name, sum(p.numel() for p in unet.parameters()), flops, seconds))
     peak = max(peak_before, matmul_gflops())
 
     print(f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; "
