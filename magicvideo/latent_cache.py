@@ -35,7 +35,7 @@ def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: 
                        shard_clips: int = 256, batch_size: int = 16, workers: int = 0, progress: bool = True) -> Path:
     """Encode items 0..clips-1 of ``data`` into shards under ``out``; returns ``out``."""
     from .data.video_folder import clip_loader
-    from .stages import clip_condition
+    from .stages import encode_clip_batch
 
     if clips < 1 or shard_clips < 1 or batch_size < 1:
         raise ValueError(f"clips, shard_clips and batch_size must be >= 1, got {clips}, {shard_clips}, {batch_size}")
@@ -56,11 +56,10 @@ def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: 
             pending["caption"] = pending["caption"][count:]
 
         for batch in tqdm(loader, desc="caching latents", disable=not progress, leave=False):
-            video = batch["video"]
-            pending["latents"].append(vae.encode(video))
-            pending["image_cond"].append(clip_condition(encoder, video))
-            pending["fps"].append(batch["fps"].float())
-            pending["caption"] += batch["caption"]
+            encoded = encode_clip_batch(batch, vae, encoder, with_image_cond=True)
+            for k in TENSORS:
+                pending[k].append(encoded[k])
+            pending["caption"] += encoded["caption"]
             while len(pending["caption"]) >= shard_clips:
                 flush(shard_clips)
         if pending["caption"]:

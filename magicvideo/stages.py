@@ -299,11 +299,20 @@ def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch
     return tokens.view(b, len(idx), *tokens.shape[1:]).mean(dim=1)
 
 
-def _encode_clips(items: list[dict[str, Any]], vae: VideoVAE, encoder, with_image_cond: bool) -> dict[str, Any]:
-    video = torch.stack([it["video"] for it in items]).to(next(vae.parameters()).device)
+def encode_clip_batch(batch: dict[str, Any], vae: VideoVAE, encoder, with_image_cond: bool) -> dict[str, Any]:
+    """A collated batch of clips (``collate_clips``) -> VAE latents, image conditions (proxy
+    text), captions and fps: the one encoding that training, the clip pool and
+    ``magicvideo cache-latents`` share. Runs where the VAE is."""
+    video = batch["video"].to(next(vae.parameters()).device)
     with torch.no_grad():
         return {"latents": vae.encode(video), "image_cond": clip_condition(encoder, video) if with_image_cond else None,
-                "caption": [it["caption"] for it in items], "fps": torch.tensor([it["fps"] for it in items])}
+                "caption": list(batch["caption"]), "fps": batch["fps"].float()}
+
+
+def _encode_clips(items: list[dict[str, Any]], vae: VideoVAE, encoder, with_image_cond: bool) -> dict[str, Any]:
+    from .data.video_folder import collate_clips
+
+    return encode_clip_batch(collate_clips(items), vae, encoder, with_image_cond)
 
 
 def _pool_key(options: StageOptions, data) -> dict[str, Any]:
