@@ -69,23 +69,29 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
 
 
 def _write_mp4(frames: np.ndarray, path: str, fps: float) -> None:
+    encode_av(frames, path, fps, options={"crf": "18"})
+
+
+def encode_av(frames: np.ndarray, path: str, fps: float, container_format: str = "mp4", codec: str | None = None,
+              options: dict[str, str] | None = None, bit_rate: int | None = None) -> None:
+    """uint8 (T, H, W, 3) -> a yuv420p video file through PyAV. ``codec`` None: libx264 where
+    the PyAV build has it, else mpeg4."""
     import av
 
     # yuv420p needs even sizes: pad by edge replication rather than distort
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(path, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
+    codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+    with av.open(path, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = options or {}
+        if bit_rate is not None:
+            stream.bit_rate = bit_rate
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
 
 
 def _write_gif(frames: np.ndarray, path: str, fps: float) -> None:

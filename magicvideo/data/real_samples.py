@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from ..video_io import encode_av
 
 BROKEN = ("empty.mp4", "garbage.mp4", "truncated.mp4", "notes.avi", "short.mp4")
 COUNTER_FPS = 24.0
@@ -23,18 +24,10 @@ COUNTER_FPS = 24.0
 
 def encode(frames: np.ndarray, path: Path, fps: float, codec: str = "libx264", gop: int = 12) -> Path:
     """uint8 (T, H, W, 3), even H and W -> a video file; small GOP so that seeking matters."""
-    import av
-
     container_format = {".mp4": "mp4", ".mov": "mov", ".avi": "avi"}[path.suffix]
-    with av.open(str(path), mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"g": str(gop), **({"crf": "16"} if codec == "libx264" else {})}
-        if codec != "libx264":
-            stream.bit_rate = 4_000_000
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+    x264 = codec == "libx264"
+    encode_av(frames, str(path), fps, container_format, codec, options={"g": str(gop), **({"crf": "16"} if x264 else {})},
+              bit_rate=None if x264 else 4_000_000)
     return path
 
 
