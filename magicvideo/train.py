@@ -11,7 +11,7 @@ leaves the previous checkpoint intact. Batches and noise are pure functions of
 Data parallelism: the global batch of a step is cut into ``micro_batches`` equal pieces, each
 with its own items and its own noise generator, both functions of (seed, step, piece). Under
 ``torchrun`` (``WORLD_SIZE`` > 1) every process computes the gradients of its share of the
-pieces, the gradients are summed over processes (gloo), and every process
+pieces, the gradients are summed over processes (one flat all-reduce), and every process
 takes the same optimizer step; rank 0 alone writes metrics, checkpoints and the model. A run
 with P processes and ``micro_batches = M`` gives the weights of one process with the same M.
 
