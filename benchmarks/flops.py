@@ -28,7 +28,7 @@ import dataclasses
 import torch
 
 from magicvideo.config import get_preset
-from magicvideo.interpolate import GAP, WINDOW, interpolation_channels, output_frames
+from magicvideo.interpolate import WINDOW, interpolation_channels, output_frames
 from magicvideo.models import VideoUNet, VideoVAE, count_flops
 from magicvideo.models.sr_unet import SRUNet
 
