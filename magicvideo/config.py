@@ -38,6 +38,7 @@ class VideoUNetConfig:
     attention_layout: str = "parallel"  # spatial and temporal attention: parallel | sequential
     use_fps_embedding: bool = True
     default_fps: float = 8.0  # used when forward() gets no fps
+    use_condition_embedding: bool = False  # also add the mean condition token to the timestep embedding
     sample_size: int = 16  # latent height/width the model is meant for (info, defaults)
 
     def __post_init__(self) -> None:
@@ -282,7 +283,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
-        unet=VideoUNetConfig(),
+        unet=VideoUNetConfig(use_condition_embedding=True),
         vae=VideoVAEConfig(),
         text_dim=384,
     ),

@@ -284,6 +284,8 @@ def _load_unet(options: StageOptions) -> VideoUNet:
         unet = VideoUNet(dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames)))
     elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         unet = VideoUNet.from_pretrained(path)
+        if preset.unet.use_condition_embedding and not unet.config.use_condition_embedding:
+            unet = unet.with_condition_embedding()  # a model of the older preset: add the (zero) embedding
     else:
         unet = VideoUNet.from_pretrained_2d(path, max_frames=options.num_frames)
     return unet.enable_gradient_checkpointing(options.gradient_checkpointing)

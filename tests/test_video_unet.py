@@ -247,3 +247,25 @@ def test_config_rejects_inconsistent_levels():
         VideoUNetConfig(block_out_channels=(32, 64), attention_levels=(True,), num_attention_heads=(4, 4))
     with pytest.raises(ValueError, match="temporal_conv_op"):
         dataclasses.replace(small_config(), temporal_conv_op="3d")
+
+
+def test_condition_embedding_carries_the_prompt_without_cross_attention():
+    torch.manual_seed(0)
+    base = randomize_(VideoUNet(small_config()), seed=3).eval()
+    model = base.with_condition_embedding().eval()
+    x, t, ctx = inputs(frames=4)
+    other = torch.randn_like(ctx)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, ctx), base(x, t, ctx), atol=0, rtol=0)  # zero-init: same function
+        for name, p in model.named_parameters():
+            if "attn2.to_out" in name:  # cross-attention silenced: the prompt can only enter via the embedding
+                p.zero_()
+        assert (model(x, t, ctx) - model(x, t, other)).abs().max() == 0.0
+        torch.nn.init.normal_(model.condition_embedding.linear_2.weight, std=0.1)
+        gap = (model(x, t, ctx) - model(x, t, other)).abs().max()
+        # per-frame condition tokens, the same in every frame, give the shared result (frame-major order)
+        per_frame = (model(x, t, ctx[:, None].expand(2, 4, 7, 24)) - model(x, t, ctx)).abs().max()
+    assert gap > 1e-3 and per_frame < 1e-6
+    assert model.parameter_counts()["video"] > base.parameter_counts()["video"]
+    with pytest.raises(ValueError, match="already has"):
+        model.with_condition_embedding()

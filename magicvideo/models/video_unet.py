@@ -14,6 +14,11 @@ model applied frame by frame:
   Output projection zero-init.
 * ``fps_embedding``: Linear-SiLU-Linear on sinusoidal(fps), added to the timestep
   embedding (paper §1.3). Last layer zero-init.
+* ``condition_embedding`` (``use_condition_embedding``): Linear-SiLU-Linear on the mean
+  condition token, added to the timestep embedding like the fps, so that the prompt also
+  modulates every resnet, including levels without cross-attention (SDXL/Imagen add pooled
+  text the same way). Last layer zero-init. The tiny preset uses it: its condition is a single
+  token, for which cross-attention can only add a per-channel bias.
 * ``condition_channels``: extra input channels (interpolation: known latents + mask),
   their input-conv weights zero-init.
 
@@ -37,7 +42,7 @@ from .io import ModelDirectoryMixin
 from .layout import fold_frames, unfold_frames
 
 # Names of parameters that the video model adds to the image model.
-VIDEO_PARAMETER_MARKERS = ("frame_op", "temporal_attn", "norm_temporal", "fps_embedding")
+VIDEO_PARAMETER_MARKERS = ("frame_op", "temporal_attn", "norm_temporal", "fps_embedding", "condition_embedding")
 
 
 def is_video_parameter(name: str) -> bool:
@@ -259,6 +264,9 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
                 self.conv_in.weight[:, cfg.in_channels:].zero_()
         self.time_embedding = MLPEmbedding(chs[0], temb_dim)
         self.fps_embedding = MLPEmbedding(chs[0], temb_dim, zero_init=True) if cfg.use_fps_embedding else None
+        self.condition_embedding = (
+            MLPEmbedding(cfg.cross_attention_dim, temb_dim, zero_init=True) if cfg.use_condition_embedding else None
+        )
 
         def attn(ch: int, level: int) -> VideoTransformer:
             return VideoTransformer(ch, cfg.num_attention_heads[level], cfg)
@@ -371,6 +379,11 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
         if self.fps_embedding is not None:
             rate = self._per_frame(cfg.default_fps if fps is None else fps, b, f, x.device)
             temb = temb + self.fps_embedding(sinusoidal(rate, dim0).to(x.dtype))
+        if self.condition_embedding is not None:
+            pooled = context.mean(dim=1)  # (B*F, D) for per-frame context, else (B, D)
+            if pooled.shape[0] != temb.shape[0]:
+                pooled = pooled.repeat_interleave(f, dim=0)  # frame-major, like the folded batch
+            temb = temb + self.condition_embedding(pooled)
 
         h = self.conv_in(x)
         skips = [h]
@@ -434,6 +447,18 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
         state["conv_in.weight"] = padded
         model.load_state_dict(state)
         return model.train(self.training)
+
+    def with_condition_embedding(self) -> "VideoUNet":
+        """A copy with the (zero-initialised) condition embedding: it computes exactly what
+        this model does until the embedding is trained (upgrading a model of an older preset)."""
+        import dataclasses
+
+        if self.config.use_condition_embedding:
+            raise ValueError("the model already has a condition embedding")
+        model = type(self)(dataclasses.replace(self.config, use_condition_embedding=True))
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("condition_embedding.") for k in missing), (missing, unexpected)
+        return model.to(next(self.parameters()).device).train(self.training)
 
     # -- files (save_pretrained / from_pretrained: ModelDirectoryMixin) ---------------------
     @classmethod
