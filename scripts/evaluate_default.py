@@ -1,4 +1,5 @@
-"""Measure the shipped default (or any pipeline directory) with the shapes analyzer.
+"""Measure the keyframe model of the shipped default (or any pipeline directory) with the shapes
+analyzer: 16 keyframes at 64x64, without the interpolation and super-resolution stages.
 
     python scripts/evaluate_default.py [--pipeline DIR] [--steps 25] [--out metrics.json]
 
@@ -39,7 +40,8 @@ def main() -> int:
         analyses, expected = [], []
         for i, (color, shape, direction) in enumerate(combos):
             prompt = make_caption(color, shape, direction, rng)
-            video = pipe(prompt, fps=fps, steps=args.steps, seed=seed0 + i, progress=False)
+            video = pipe(prompt, fps=fps, steps=args.steps, seed=seed0 + i, progress=False,
+                         interpolate=False, upscale=False)  # the keyframe model (cascade: evaluate_cascade.py)
             analyses.append(analyze_video(video.frames))
             expected.append(parse_prompt(prompt))
         return analyses, expected

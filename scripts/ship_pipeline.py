@@ -2,7 +2,7 @@
 
     python scripts/ship_pipeline.py RUN TARGET [--base PIPELINE] [--wall KEY=SECONDS ...]
 
-Takes RUN/keyframe/model, RUN/lit/model (encoder), RUN/videovae/model or else RUN/vae/model,
+Takes RUN/keyframe_cond/model (the condition-embedding finetune) or else RUN/keyframe/model, RUN/lit/model (encoder), RUN/videovae/model or else RUN/vae/model,
 and, when present, RUN/interpolation/model and RUN/sr/model. With ``--base``, the keyframe,
 encoder and VAE stages (and the keyframe noise schedule) that RUN lacks come from an existing
 pipeline directory (the cascade stages trained on top of a shipped keyframe model). The
@@ -24,7 +24,7 @@ from magicvideo.models.encoders import load_encoder
 from magicvideo.models.sr_unet import SRUNet
 from magicvideo.pipeline import MagicVideoPipeline
 
-STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "videovae", "interpolation", "sr")
+STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "keyframe_cond", "videovae", "interpolation", "sr")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -45,11 +45,11 @@ def main() -> None:
             return run / run_stage / "model"
         return base / base_stage
 
-    if (run / "keyframe" / "metrics.jsonl").is_file() or base is None:
-        schedule = NoiseSchedule(**read_metrics(run / "keyframe" / "metrics.jsonl")[0]["schedule"])
-        base_pipe = None
+    keyframe = "keyframe_cond" if (run / "keyframe_cond" / "model").is_dir() else "keyframe"
+    base_pipe = MagicVideoPipeline.from_pretrained(base) if base is not None else None
+    if (run / keyframe / "metrics.jsonl").is_file() or base_pipe is None:
+        schedule = NoiseSchedule(**read_metrics(run / keyframe / "metrics.jsonl")[0]["schedule"])
     else:
-        base_pipe = MagicVideoPipeline.from_pretrained(base)
         schedule = base_pipe.schedule
     vae_dir = run / "videovae" / "model" if (run / "videovae" / "model").is_dir() else pick("vae", "vae")
     optional = {}
@@ -58,9 +58,10 @@ def main() -> None:
             optional[stage] = cls.from_pretrained(run / stage / "model")
         elif base_pipe is not None and getattr(base_pipe, stage) is not None:
             optional[stage] = getattr(base_pipe, stage)
-    pipe = MagicVideoPipeline(VideoUNet.from_pretrained(pick("keyframe", "keyframe")), VideoVAE.from_pretrained(vae_dir),
+    pipe = MagicVideoPipeline(VideoUNet.from_pretrained(pick(keyframe, "keyframe")), VideoVAE.from_pretrained(vae_dir),
                               load_encoder(pick("lit", "encoder")), schedule=schedule,
-                              defaults=base_pipe.defaults if base_pipe is not None else None, **optional)
+                              defaults=base_pipe.defaults if base_pipe is not None else None,
+                              sr_schedule=base_pipe.sr_schedule if base_pipe is not None else None, **optional)
 
     metrics = {}
     for old_file in (base / "training_metrics.json" if base else None, args.target / "training_metrics.json"):
