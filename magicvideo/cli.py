@@ -51,6 +51,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .config import get_preset
     from .info import describe, format_report
@@ -60,10 +67,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_flags(args: argparse.Namespace) -> dict:
+    """The sampling options every generating command shares, as pipeline keyword arguments."""
+    return dict(fps=args.fps, steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
+                progress=not args.quiet, interpolate=False if args.no_interpolate else None,
+                upscale=False if args.no_upscale else None)
+
+
+def _write(args: argparse.Namespace, video, path, start: float) -> None:
+    from .video_io import write_video
+
+    path = write_video(video.frames, path, fps=video.fps)
+    t, h, w, _ = video.frames.shape
+    if not args.quiet:
+        import time
+
+        print(f"wrote {path} ({t} frames, {w}x{h}, {video.fps:g} fps) in {time.time() - start:.1f} s")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import time
 
-    from .video_io import check_output_path, write_video
+    from .video_io import check_output_path
 
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
@@ -72,13 +97,81 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
-    video = pipe(args.prompt, num_frames=args.num_frames, fps=args.fps, steps=args.steps, guidance=args.guidance,
-                 seed=args.seed, scheduler=args.scheduler, progress=not args.quiet,
-                 interpolate=False if args.no_interpolate else None, upscale=False if args.no_upscale else None)
-    path = write_video(video.frames, args.output, fps=video.fps)
-    t, h, w, _ = video.frames.shape
-    if not args.quiet:
-        print(f"wrote {path} ({t} frames, {w}x{h}, {video.fps:g} fps) in {time.time() - start:.1f} s")
+    video = pipe(args.prompt, num_frames=args.num_frames, context_frames=args.context_frames, **_stage_flags(args))
+    _write(args, video, args.output, start)
+    return 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    import time
+
+    from .video_io import check_output_path, read_image
+
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("prompt is empty")
+    check_output_path(args.output)
+    start = time.time()
+    image = read_image(args.image)
+    from .pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    video = pipe.animate(image, prompt=args.prompt, num_frames=args.num_frames, anchor=not args.no_anchor,
+                         source=args.image, **_stage_flags(args))
+    _write(args, video, args.output, start)
+    return 0
+
+
+def _read_source_video(args: argparse.Namespace):
+    from .video_io import read_video
+
+    frames, fps = read_video(args.video)
+    if args.fps is None:
+        args.fps = fps  # the source's own frame rate drives the fps embedding
+    return frames
+
+
+def variation_paths(output: str, n: int) -> list:
+    """-o out.mp4 with n > 1 -> out_0.mp4 ... out_{n-1}.mp4."""
+    from pathlib import Path
+
+    path = Path(output)
+    return [path] if n == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(n)]
+
+
+def cmd_vary(args: argparse.Namespace) -> int:
+    import time
+
+    from .video_io import check_output_path
+
+    paths = variation_paths(args.output, args.n)
+    for path in paths:
+        check_output_path(path)
+    start = time.time()
+    frames = _read_source_video(args)
+    from .pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    videos = pipe.vary(frames, n=args.n, strength=args.strength, source=args.video, **_stage_flags(args))
+    for video, path in zip(videos, paths):
+        _write(args, video, path, start)
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    import time
+
+    from .video_io import check_output_path
+
+    if not args.prompt.strip():
+        raise ValueError("prompt is empty")
+    check_output_path(args.output)
+    start = time.time()
+    frames = _read_source_video(args)
+    from .pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    video = pipe.edit(frames, args.prompt, strength=args.strength, source=args.video, **_stage_flags(args))
+    _write(args, video, args.output, start)
     return 0
 
 
@@ -155,23 +248,54 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
     info.set_defaults(func=cmd_info)
 
+    def sampling_flags(p: argparse.ArgumentParser, fps_default: str) -> None:
+        p.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png (frame sequence)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--fps", type=_positive_float, default=None,
+                       help=f"frame rate the motion is generated at (default: {fps_default})")
+        p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
+        p.add_argument("--guidance", type=_nonnegative_float, default=None, help="classifier-free guidance scale")
+        p.add_argument("--scheduler", choices=SCHEDULERS, default=None)
+        p.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
+        p.add_argument("--no-interpolate", action="store_true",
+                       help="skip frame interpolation (output: the keyframes at --fps)")
+        p.add_argument("--no-upscale", action="store_true", help="skip super-resolution (output at the VAE's size)")
+        p.add_argument("-q", "--quiet", action="store_true")
+
     gen = sub.add_parser("generate", help="generate a video from a prompt")
     gen.add_argument("prompt")
-    gen.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png (frame sequence)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--fps", type=_positive_float, default=None, help="frame rate the motion is generated at "
-                     "(default: the pipeline's, 8)")
     gen.add_argument("--num-frames", type=_positive_int, default=16,
-                     help="keyframes (default 16); interpolation makes 4n-3 output frames")
-    gen.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
-    gen.add_argument("--guidance", type=_nonnegative_float, default=None, help="classifier-free guidance scale")
-    gen.add_argument("--scheduler", choices=SCHEDULERS, default=None)
-    gen.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
-    gen.add_argument("--no-interpolate", action="store_true",
-                     help="skip frame interpolation (output: the keyframes at --fps)")
-    gen.add_argument("--no-upscale", action="store_true", help="skip super-resolution (output at the VAE's size)")
-    gen.add_argument("-q", "--quiet", action="store_true")
+                     help="keyframes (default 16); interpolation makes 4n-3 output frames. Above the model's 16, "
+                          "a long video is made in windows")
+    gen.add_argument("--context-frames", type=_positive_int, default=None,
+                     help="long videos: frames each window continues from (default: half a window)")
+    sampling_flags(gen, "the pipeline's, 8")
     gen.set_defaults(func=cmd_generate)
+
+    ani = sub.add_parser("animate", help="image-to-video: animate an image (optionally guided by a prompt)")
+    ani.add_argument("image", help="image file (png, jpg, ...); centre-cropped and resized to the model's size")
+    ani.add_argument("--prompt", default=None, help="text condition added to the image's")
+    ani.add_argument("--num-frames", type=_positive_int, default=16, help="keyframes (default 16)")
+    ani.add_argument("--no-anchor", action="store_true", help="do not hold the first frame to the image")
+    sampling_flags(ani, "the pipeline's, 8")
+    ani.set_defaults(func=cmd_animate)
+
+    var = sub.add_parser("vary", help="video variations: N videos with the content of VIDEO")
+    var.add_argument("video", help="source video (at most the model's 16 frames; e.g. generate --no-interpolate)")
+    var.add_argument("-n", type=_positive_int, default=4, help="variations to make (default 4); -o out.mp4 "
+                     "writes out_0.mp4 ... when n > 1")
+    var.add_argument("--strength", type=_strength, default=0.7,
+                     help="how far each variation departs from the source, 0-1 (default 0.7)")
+    sampling_flags(var, "the source's")
+    var.set_defaults(func=cmd_vary)
+
+    ed = sub.add_parser("edit", help="video editing (SDEdit): re-render VIDEO under a new prompt")
+    ed.add_argument("video", help="source video (at most the model's 16 frames)")
+    ed.add_argument("prompt", help="the new prompt")
+    ed.add_argument("--strength", type=_strength, default=0.6,
+                    help="noise level to restart from, 0 (keep the source) - 1 (ignore it); default 0.6")
+    sampling_flags(ed, "the source's")
+    ed.set_defaults(func=cmd_edit)
 
     tr = sub.add_parser("train", help="train one stage (checkpoints, metrics and samples go to --output)")
     tr.add_argument("--stage", choices=STAGES, required=True)

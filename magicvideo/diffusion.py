@@ -139,17 +139,40 @@ def sample(
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     progress: bool = True,
     start_step: int = 0,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run ``scheduler`` from ``latents`` (pure noise, or noised latents when
-    ``start_step > 0``, SDEdit-style). ``callback(i, t, latents)`` after every step."""
+    ``start_step > 0``, SDEdit-style). ``callback(i, t, latents)`` after every step.
+
+    ``known = (x0, noise)``, both (B, C, K, H, W): the first K frames are held to the known
+    clean latents ``x0``, noised with ``noise`` to the level of every step (replacement, as in
+    inpainting). With directed temporal attention the later frames follow them: image-to-video
+    anchors frame 0, long videos continue from the last frames of the previous window."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     scheduler.set_timesteps(num_steps, device=latents.device)
     timesteps = scheduler.timesteps[start_step:]
+    if known is not None:
+        latents = hold_known(latents, known, timesteps[0], scheduler.alphas_cumprod)
     for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
         t_batch = t.expand(latents.shape[0]).to(latents.device)
         prediction = denoise(scheduler.scale_model_input(latents, t), t_batch)
         latents = scheduler.step(prediction, t, latents, generator=generator).prev_sample
+        if known is not None:
+            latents = hold_known(latents, known, timesteps[i + 1] if i + 1 < len(timesteps) else None,
+                                 scheduler.alphas_cumprod)
         if callback is not None:
             callback(i, int(t), latents)
     return latents
+
+
+def hold_known(latents: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor], t: torch.Tensor | None,
+               alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Replace the first K frames by the known latents noised to timestep ``t`` (None: clean)."""
+    x0, noise = known
+    k = x0.shape[2]
+    if t is None:
+        held = x0
+    else:
+        held = add_noise(x0, noise, t.reshape(1).expand(x0.shape[0]).long().to(x0.device), alphas_cumprod)
+    return torch.cat([held.to(latents.dtype), latents[:, :, k:]], dim=2)

@@ -29,15 +29,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .diffusion import SCHEDULERS, NoiseSchedule, guided, sample
+from .diffusion import SCHEDULERS, NoiseSchedule, add_noise, guided, sample
 from .interpolate import FPS_FACTOR, check_interpolation_model, interpolate_latents
 from .models import VideoUNet, VideoVAE
+from .models.encoders import clip_condition
 from .models.sr_unet import SR_SCHEDULE, SRUNet, upscale_video
 
 DEFAULT_PIPELINE = Path(__file__).parent / "weights" / "default"
 PIPELINE_FILE = "pipeline.json"
 REQUIRED_STAGES = ("keyframe", "vae", "encoder")
 OPTIONAL_STAGES = ("interpolation", "sr")
+MAX_KEYFRAMES = 1024  # long videos: windows of the model's max_frames, each continuing the last
 DEFAULTS: dict[str, Any] = {"fps": 8.0, "steps": 25, "guidance": 5.0, "scheduler": "dpm",
                             "interpolation_steps": 10, "interpolation_guidance": 1.0,
                             "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8}
@@ -143,7 +145,8 @@ class MagicVideoPipeline:
 
     # -- generation -----------------------------------------------------------------------
     def check_options(self, prompt: str, num_frames: int, fps: float, steps: int, guidance: float,
-                      scheduler: str, interpolate: bool = False, upscale: bool = False) -> None:
+                      scheduler: str, interpolate: bool = False, upscale: bool = False,
+                      context_frames: int | None = None) -> None:
         """Everything that can be wrong with a request, before any compute."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt is empty")
@@ -151,9 +154,12 @@ class MagicVideoPipeline:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
-        if not 1 <= num_frames <= self.unet.config.max_frames:
-            raise ValueError(f"num_frames must be between 1 and the model's maximum "
-                             f"{self.unet.config.max_frames}, got {num_frames}")
+        window = self.unet.config.max_frames
+        if not 1 <= num_frames <= MAX_KEYFRAMES:
+            raise ValueError(f"num_frames must be between 1 and {MAX_KEYFRAMES} (the model makes {window} at a time, "
+                             f"longer videos in windows), got {num_frames}")
+        if context_frames is not None and not 1 <= context_frames < window:
+            raise ValueError(f"context_frames must be between 1 and {window - 1}, got {context_frames}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if guidance < 0:
@@ -164,6 +170,11 @@ class MagicVideoPipeline:
             raise ValueError("interpolation needs at least 2 keyframes")
         if upscale and self.sr is None:
             raise ValueError("this pipeline has no 'sr' stage (skip it with upscale=False)")
+
+    def _resolve(self, fps, steps, guidance, scheduler) -> tuple[float, int, float, str]:
+        d = self.defaults
+        return (float(d["fps"] if fps is None else fps), int(d["steps"] if steps is None else steps),
+                float(d["guidance"] if guidance is None else guidance), d["scheduler"] if scheduler is None else scheduler)
 
     @torch.no_grad()
     def __call__(
@@ -179,21 +190,31 @@ class MagicVideoPipeline:
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         interpolate: bool | None = None,
         upscale: bool | None = None,
+        context_frames: int | None = None,
     ) -> VideoOutput:
         """``num_frames`` keyframes at ``fps``; with interpolation the output has
         ``num_frames + 3 * (num_frames - 1)`` frames at 4x the fps, with super-resolution 4x
-        the side. ``interpolate`` / ``upscale``: None = run the stage when the pipeline has it."""
-        d = self.defaults
-        fps = float(d["fps"] if fps is None else fps)
-        steps = int(d["steps"] if steps is None else steps)
-        guidance = float(d["guidance"] if guidance is None else guidance)
-        scheduler = d["scheduler"] if scheduler is None else scheduler
-        interpolate = self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate
-        upscale = self.sr is not None if upscale is None else upscale
-        self.check_options(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale)
-
+        the side. ``interpolate`` / ``upscale``: None = run the stage when the pipeline has it.
+        More keyframes than the model's ``max_frames`` make a long video: windows of
+        ``max_frames``, each continuing from the last ``context_frames`` (default half a
+        window) of the one before."""
+        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
+        interpolate, upscale = self._stages_to_run(num_frames, interpolate, upscale)
+        self.check_options(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
         cond = self.encoder.encode_text([prompt])
-        latents = self.generate_latents(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback)
+        latents = self.generate_latents(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback,
+                                        context_frames=context_frames)
+        return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
+
+    def _stages_to_run(self, num_frames: int, interpolate: bool | None, upscale: bool | None) -> tuple[bool, bool]:
+        interpolate = self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate
+        return interpolate, self.sr is not None if upscale is None else upscale
+
+    def render(self, latents: torch.Tensor, fps: float, seed: int = 0, scheduler: str = "dpm",
+               interpolate: bool = False, upscale: bool = False, progress: bool = False) -> VideoOutput:
+        """Keyframe latents (1, C, F, h, w) -> frames: VideoVAE decode, then the optional
+        interpolation (4x the frames and the fps) and super-resolution stages."""
+        d = self.defaults
         video = self.vae.decode(latents)
         out_fps = fps
         if interpolate:
@@ -212,16 +233,128 @@ class MagicVideoPipeline:
         return VideoOutput(frames=pixels, fps=out_fps)
 
     def generate_latents(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
-                         seed: int, scheduler: str, progress: bool = False, callback=None) -> torch.Tensor:
-        """Keyframe latents (B, C, F, h, w) for condition tokens ``cond`` (B, L, D)."""
+                         seed: int, scheduler: str, progress: bool = False, callback=None,
+                         init: torch.Tensor | None = None, strength: float = 1.0,
+                         known: torch.Tensor | None = None, context_frames: int | None = None) -> torch.Tensor:
+        """Keyframe latents (B, C, F, h, w) for condition tokens ``cond`` (B, L, D).
+
+        ``init`` (B, C, F, h, w) with ``strength`` in [0, 1]: SDEdit, start from ``init`` noised
+        to that fraction of the schedule with one noise image shared by every frame (0 returns
+        ``init``, 1 ignores it). ``known`` (B, C, K, h, w): clean latents the first K frames are
+        held to. Above ``max_frames``: a long video in windows (see ``__call__``)."""
+        window = self.unet.config.max_frames
+        if num_frames > window:
+            context = window // 2 if context_frames is None else context_frames
+            out = self.generate_latents(cond, window, fps, steps, guidance, seed, scheduler, progress, known=known)
+            while out.shape[2] < num_frames:
+                new = min(window - context, num_frames - out.shape[2])
+                nxt = self.generate_latents(cond, context + new, fps, steps, guidance, seed + out.shape[2], scheduler,
+                                            progress, known=out[:, :, out.shape[2] - context:])
+                out = torch.cat([out, nxt[:, :, context:]], dim=2)
+            return out
         cfg = self.unet.config
         gen = torch.Generator().manual_seed(seed)
         size = cfg.sample_size
+        shape = (cond.shape[0], cfg.in_channels, num_frames, size, size)
         # noise drawn on the CPU: the same seed gives the same video on any device
-        latents = self.schedule.noise((cond.shape[0], cfg.in_channels, num_frames, size, size), generator=gen)
-        latents = latents.to(cond.device)
+        noise = self.schedule.noise(shape, generator=gen).to(cond.device)
         sched = self.schedule.scheduler(scheduler)
-        latents = latents * sched.init_noise_sigma
+        start_step = 0
+        if init is None:
+            latents = noise * sched.init_noise_sigma
+        else:
+            start_step = steps - int(round(strength * steps))
+            if start_step >= steps:
+                return init
+            shared = self.schedule.noise((*shape[:2], 1, size, size), generator=gen).to(cond.device).expand(shape)
+            sched.set_timesteps(steps, device=cond.device)
+            t0 = sched.timesteps[start_step].reshape(1).expand(shape[0]).long()
+            latents = add_noise(init, shared, t0, sched.alphas_cumprod)
         fps_t = torch.full((cond.shape[0],), fps, device=cond.device)
         denoise = guided(self.unet, cond, torch.zeros_like(cond), guidance, fps=fps_t)
-        return sample(denoise, latents, sched, steps, generator=gen, callback=callback, progress=progress)
+        held = None if known is None else (known, noise[:, :, : known.shape[2]])
+        return sample(denoise, latents, sched, steps, generator=gen, callback=callback, progress=progress,
+                      start_step=start_step, known=held)
+
+    # -- applications: image-to-video, variations, editing ---------------------------------
+    def pixels(self, frames: np.ndarray, source: str = "input") -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> (1, 3, T, S, S) in [-1, 1] at the model's frame size S
+        (centre crop, resize), on the pipeline's device."""
+        from .video_io import fit_frames
+
+        side = self.unet.config.sample_size * self.vae.config.downsample_factor
+        x = torch.from_numpy(fit_frames(frames, side, source)).float() / 127.5 - 1.0
+        return x.permute(3, 0, 1, 2)[None].to(next(self.unet.parameters()).device)
+
+    def _check_video_input(self, frames: np.ndarray, source: str) -> None:
+        if np.asarray(frames).ndim != 4:
+            raise ValueError(f"{source}: expected frames (T, H, W, 3), got shape {np.asarray(frames).shape}")
+        if len(frames) > self.unet.config.max_frames:
+            raise ValueError(f"{source}: {len(frames)} frames, this model takes at most {self.unet.config.max_frames} "
+                             f"(use a keyframes-only video, e.g. generate --no-interpolate --no-upscale)")
+
+    @staticmethod
+    def _check_strength(strength: float) -> None:
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+
+    @torch.no_grad()
+    def animate(self, image: np.ndarray, prompt: str | None = None, num_frames: int = 16, fps: float | None = None,
+                steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
+                anchor: bool = True, progress: bool = True, interpolate: bool | None = None,
+                upscale: bool | None = None, source: str = "image") -> VideoOutput:
+        """Image-to-video: the image's embedding is the condition (what unsupervised
+        pretraining taught), with the prompt's tokens appended when one is given; ``anchor``
+        holds the first frame to the image's latent. image: uint8 (H, W, 3)."""
+        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
+        interpolate, upscale = self._stages_to_run(num_frames, interpolate, upscale)
+        self.check_options(prompt if prompt is not None else "image", num_frames, fps, steps, guidance, scheduler,
+                           interpolate, upscale)
+        if np.asarray(image).ndim != 3:
+            raise ValueError(f"{source}: expected an image (H, W, 3), got shape {np.asarray(image).shape}")
+        pixels = self.pixels(np.asarray(image)[None], source)
+        cond = self.encoder.encode_image(pixels[:, :, 0])
+        if prompt is not None:
+            cond = torch.cat([cond, self.encoder.encode_text([prompt]).to(cond.dtype)], dim=1)
+        known = self.vae.encode(pixels) if anchor else None
+        latents = self.generate_latents(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, known=known)
+        return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
+
+    @torch.no_grad()
+    def vary(self, video: np.ndarray, n: int = 4, strength: float = 0.7, fps: float | None = None,
+             steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
+             progress: bool = True, interpolate: bool | None = None, upscale: bool | None = None,
+             source: str = "video") -> list[VideoOutput]:
+        """Video variations: ``n`` videos of the same content. The condition is the mean
+        embedding of the source's frames; each variation starts from the source's latents
+        noised to ``strength`` with its own seed."""
+        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self._check_strength(strength)
+        self._check_video_input(video, source)
+        interpolate, upscale = self._stages_to_run(len(video), interpolate, upscale)
+        self.check_options("video", len(video), fps, steps, guidance, scheduler, interpolate, upscale)
+        pixels = self.pixels(video, source)
+        cond, init = clip_condition(self.encoder, pixels), self.vae.encode(pixels)
+        return [self.render(self.generate_latents(cond, len(video), fps, steps, guidance, seed + i, scheduler,
+                                                  progress, init=init, strength=strength),
+                            fps, seed + i, scheduler, interpolate, upscale, progress) for i in range(n)]
+
+    @torch.no_grad()
+    def edit(self, video: np.ndarray, prompt: str, strength: float = 0.6, fps: float | None = None,
+             steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
+             progress: bool = True, interpolate: bool | None = None, upscale: bool | None = None,
+             source: str = "video") -> VideoOutput:
+        """Video editing (SDEdit): the source's latents, noised to ``strength`` with the same
+        noise in every frame, denoised under the new prompt. Low strength keeps more of the
+        source (layout, motion), high strength follows the prompt more."""
+        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
+        self._check_strength(strength)
+        self._check_video_input(video, source)
+        interpolate, upscale = self._stages_to_run(len(video), interpolate, upscale)
+        self.check_options(prompt, len(video), fps, steps, guidance, scheduler, interpolate, upscale)
+        pixels = self.pixels(video, source)
+        latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), fps, steps, guidance, seed,
+                                        scheduler, progress, init=self.vae.encode(pixels), strength=strength)
+        return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)

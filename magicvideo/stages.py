@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .config import get_preset
 from .diffusion import NoiseSchedule, add_noise, training_target
 from .models import VideoUNet, VideoVAE
+from .models.encoders import clip_condition
 from .models.layout import fold_frames, unfold_frames
 from .train import Stage
 
@@ -289,16 +290,6 @@ def _load_unet(options: StageOptions) -> VideoUNet:
     else:
         unet = VideoUNet.from_pretrained_2d(path, max_frames=options.num_frames)
     return unet.enable_gradient_checkpointing(options.gradient_checkpointing)
-
-
-def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch.Tensor:
-    """Proxy text for unsupervised pretraining: the mean image embedding of a few frames of
-    each clip, as condition tokens. videos: (B, 3, F, H, W) in [-1, 1]."""
-    b, _, f, _, _ = videos.shape
-    idx = torch.linspace(0, f - 1, min(frames_used, f)).round().long()
-    frames = videos[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * len(idx), *videos.shape[1:2], *videos.shape[3:])
-    tokens = encoder.encode_image(frames)  # (B*k, L, D)
-    return tokens.view(b, len(idx), *tokens.shape[1:]).mean(dim=1)
 
 
 def encode_clip_batch(batch: dict[str, Any], vae: VideoVAE, encoder, with_image_cond: bool) -> dict[str, Any]:

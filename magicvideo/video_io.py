@@ -148,3 +148,40 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
     if path.suffix.lower() == ".gif" and not rate:
         fps = 8.0
     return np.stack(frames), fps
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file (png, jpg, ... anything Pillow reads) -> uint8 (H, W, 3). Errors name the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from None
+
+
+def fit_frames(frames: np.ndarray, size: int, source: str = "input") -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, size, size, 3): centre crop to a square, then an antialiased
+    resize. ``source`` names the input in errors."""
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        frames = _check_frames(frames)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    _, h, w, _ = frames.shape
+    if min(h, w) < 8:
+        raise ValueError(f"{source}: {w}x{h} is too small (at least 8x8)")
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = torch.from_numpy(frames[:, top : top + side, left : left + side].copy())
+    if side == size:
+        return square.numpy()
+    x = square.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

@@ -76,6 +76,23 @@ def tiny_clip(tmp_path_factory):
     return model, tokenizer, path
 
 
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory):
+    """A tiny random pipeline directory (8 frames of 16x16, MiniLM + untrained image tower)."""
+    from magicvideo import VideoUNet, VideoUNetConfig, VideoVAE, VideoVAEConfig
+    from magicvideo.models.encoders import MiniLMLiTEncoder
+    from magicvideo.pipeline import MagicVideoPipeline
+
+    torch.manual_seed(0)
+    unet = VideoUNet(VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(False, True),
+                                     num_attention_heads=(2, 2), sample_size=8, max_frames=8))
+    vae = VideoVAE(VideoVAEConfig(block_out_channels=(16, 32), norm_num_groups=8))
+    pipe = MagicVideoPipeline(unet, vae, MiniLMLiTEncoder(), defaults={"steps": 3})
+    path = tmp_path_factory.mktemp("pipe") / "p"
+    pipe.save_pretrained(path)
+    return path
+
+
 def per_frame(x):
     """(B, C, F, H, W) -> (B*F, C, H, W), the layout a 2D model sees."""
     b, c, f, h, w = x.shape

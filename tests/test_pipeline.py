@@ -9,23 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from magicvideo import VideoUNet, VideoUNetConfig, VideoVAE, VideoVAEConfig
 from magicvideo.cli import main
-from magicvideo.models.encoders import MiniLMLiTEncoder
 from magicvideo.pipeline import MagicVideoPipeline
 from magicvideo.video_io import read_video
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = VideoUNet(VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(False, True),
-                                     num_attention_heads=(2, 2), sample_size=8, max_frames=8))
-    vae = VideoVAE(VideoVAEConfig(block_out_channels=(16, 32), norm_num_groups=8))
-    pipe = MagicVideoPipeline(unet, vae, MiniLMLiTEncoder(), defaults={"steps": 3})
-    path = tmp_path_factory.mktemp("pipe") / "p"
-    pipe.save_pretrained(path)
-    return path
 
 
 def test_round_trip_and_determinism(pipeline_dir):
@@ -44,7 +30,8 @@ def test_round_trip_and_determinism(pipeline_dir):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"prompt": "  "}, "prompt is empty"), ({"scheduler": "euler"}, "unknown scheduler"),
-    ({"fps": 0.0}, "fps"), ({"num_frames": 9}, "maximum 8"), ({"guidance": -1.0}, "guidance"),
+    ({"fps": 0.0}, "fps"), ({"num_frames": 1025}, "between 1 and 1024"), ({"guidance": -1.0}, "guidance"),
+    ({"num_frames": 12, "context_frames": 8}, "context_frames"),
 ])
 def test_bad_requests_fail_before_compute(pipeline_dir, kwargs, message):
     pipe = MagicVideoPipeline.from_pretrained(pipeline_dir)
@@ -76,7 +63,7 @@ def test_cli_generates_a_video(tmp_path, pipeline_dir, capsys):
     (["a red circle", "-o", "missing/x.mp4"], "does not exist"),
     (["a red circle", "-o", "x.mp4", "--fps", "0"], "--fps"),
     (["a red circle", "-o", "x.mp4", "--scheduler", "euler"], "--scheduler"),
-    (["a red circle", "-o", "x.mp4", "--num-frames", "99"], "num_frames"),
+    (["a red circle", "-o", "x.mp4", "--num-frames", "2000"], "num_frames"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_no_file(tmp_path, pipeline_dir, args, message):
     cmd = [sys.executable, "-m", "magicvideo.cli", "generate", *args, "--pipeline", str(pipeline_dir)]
