@@ -165,10 +165,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def fit_frames(frames: np.ndarray, size: int, source: str = "input") -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, size, size, 3): centre crop to a square, then an antialiased
-    resize. ``source`` names the input in errors."""
-    import torch
-    import torch.nn.functional as F
+    """uint8 (T, H, W, 3) -> (T, size, size, 3): shorter side resized to ``size``
+    (antialiased), then the centre square. ``source`` names the input in errors."""
+    from .data.video_folder import resize_center_crop
 
     try:
         frames = _check_frames(frames)
@@ -177,11 +176,4 @@ def fit_frames(frames: np.ndarray, size: int, source: str = "input") -> np.ndarr
     _, h, w, _ = frames.shape
     if min(h, w) < 8:
         raise ValueError(f"{source}: {w}x{h} is too small (at least 8x8)")
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = torch.from_numpy(frames[:, top : top + side, left : left + side].copy())
-    if side == size:
-        return square.numpy()
-    x = square.permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)
-    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return frames if h == w == size else resize_center_crop(frames, size)

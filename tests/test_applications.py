@@ -32,13 +32,12 @@ def clip():
 
 
 def test_fit_frames_centre_crops_and_resizes():
-    frames = np.zeros((2, 20, 30, 3), np.uint8)
-    frames[:, :, :5] = 255  # a band that the centre crop (columns 5..24) removes
-    frames[:, :, 5:25] = 100
+    frames = np.full((2, 20, 40, 3), 100, np.uint8)
+    frames[:, :, :8] = 255  # a band that the centre crop removes
     out = fit_frames(frames, 10)
     assert out.shape == (2, 10, 10, 3) and (out == 100).all()
-    assert fit_frames(frames[:, :, 5:25], 20).tobytes() == frames[:, :, 5:25].tobytes()  # already fits: unchanged
-    with pytest.raises(ValueError, match="too small"):
+    assert fit_frames(frames[:, :, 10:30], 20).tobytes() == frames[:, :, 10:30].tobytes()  # already fits
+    with pytest.raises(ValueError, match="tiny.png: 4x4 is too small"):
         fit_frames(np.zeros((1, 4, 4, 3), np.uint8), 16, "tiny.png")
 
 
