@@ -175,6 +175,44 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .metrics import evaluate_videos, load_feature_net, read_video_set, shapes_benchmark
+
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".json" or not out.parent.is_dir():
+            raise ValueError(f"{out}: --out must be a .json file in an existing folder")
+    fid_net = load_feature_net(args.fid_net, "--fid-net") if args.fid_net else None
+    fvd_net = load_feature_net(args.fvd_net, "--fvd-net") if args.fvd_net else None
+    from .models.encoders import load_encoder
+    from .pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    encoder = load_encoder(args.clip) if args.clip else pipe.encoder
+    size = pipe.unet.config.sample_size * pipe.vae.config.downsample_factor
+    if args.generated is None:
+        generated, prompts, reference = shapes_benchmark(pipe, args.num_videos, args.seed, progress=not args.quiet)
+    else:
+        generated, prompts = read_video_set(args.generated, size)
+        reference = None
+    if args.reference is not None:
+        reference = read_video_set(args.reference, size)[0]
+    if fid_net is None and fvd_net is None:
+        print("magicvideo evaluate: no feature networks given (--fid-net, --fvd-net), so no FID or FVD; "
+              "fid_shapes and fvd_shapes are Frechet distances on the pipeline's image tower", file=sys.stderr)
+    report = evaluate_videos(generated, prompts, reference, encoder, fid_net, fvd_net)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out is not None:
+        from .models.io import atomic_file
+
+        with atomic_file(out) as tmp:
+            tmp.write_text(text + "\n")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .diffusion import NoiseSchedule
     from .stages import StageOptions, build_stage, resolve_device
@@ -296,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="noise level to restart from, 0 (keep the source) - 1 (ignore it); default 0.6")
     sampling_flags(ed, "the source's")
     ed.set_defaults(func=cmd_edit)
+
+    ev = sub.add_parser("evaluate", help="FID / FVD / CLIPSIM of generated videos (default: a shapes benchmark "
+                                         "of the pipeline)")
+    ev.add_argument("generated", nargs="?", default=None,
+                    help="folder of generated videos (captions.csv/.jsonl for prompts); default: generate "
+                         "--num-videos shapes videos and compare them with rendered clips")
+    ev.add_argument("--reference", default=None, help="folder of reference (real) videos for FID / FVD")
+    ev.add_argument("--fid-net", default=None, help="TorchScript image feature network (e.g. inception-2015-12-05.pt)")
+    ev.add_argument("--fvd-net", default=None, help="TorchScript video feature network (e.g. i3d_torchscript.pt)")
+    ev.add_argument("--clip", default=None, help="transformers CLIP directory for CLIPSIM (default: the pipeline's "
+                                                 "encoder)")
+    ev.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
+    ev.add_argument("--num-videos", type=_positive_int, default=32, help="shapes benchmark size (default 32)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", default=None, help="also write the report to this .json file")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
 
     tr = sub.add_parser("train", help="train one stage (checkpoints, metrics and samples go to --output)")
     tr.add_argument("--stage", choices=STAGES, required=True)

@@ -1,0 +1,193 @@
+"""FID, FVD and CLIPSIM for sets of videos (``magicvideo evaluate``), with fallbacks for the
+shapes domain.
+
+No feature network can be downloaded here, so they come from files the user has:
+
+* ``--fid-net`` / ``--fvd-net``: TorchScript modules (or ``.pt2`` ``torch.export`` programs,
+  called as ``net(x)``; export them with a dynamic batch dimension). The image network is called on frames
+  ``(N, 3, H, W)``, the video network on clips ``(N, 3, T, H, W)``, pixel values in [0, 255];
+  of the keyword arguments ``return_features=True, rescale=True, resize=True`` those that the
+  module's ``forward`` declares are passed, which is the calling convention of NVlabs'
+  ``inception-2015-12-05.pt`` (FID) and StyleGAN-V's ``i3d_torchscript.pt`` (FVD). The module
+  must return features ``(N, D)``. TorchScript runs the file's code: load only files you trust.
+* ``--clip DIR``: a transformers CLIP directory (safetensors) for CLIPSIM, the mean cosine
+  similarity of every frame's image embedding with its prompt's text embedding.
+
+Without feature networks, FID and FVD are not computed (the report says so), and the
+Frechet distance is taken on the pipeline's own image tower instead: "FID-shapes" on the
+embeddings of single frames, "FVD-shapes" on the embeddings of ``CLIP_FRAMES`` evenly spaced
+frames of each video, concatenated in order (so that motion, not only content, counts).
+CLIPSIM then uses the pipeline's encoder (the LiT tower against MiniLM), and the shapes
+analyzer scores color, shape and direction against the prompts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .frechet import frechet_distance_of_features
+
+CLIP_FRAMES = 4  # frames per video in FVD-shapes features
+TORCHSCRIPT_OPTIONS = {"return_features": True, "rescale": True, "resize": True}
+
+
+def load_feature_net(path: str | Path, what: str):
+    """A feature network file: TorchScript (``torch.jit.save``) or, for ``.pt2`` files, a
+    ``torch.export`` program. Errors name the file."""
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: {what} feature network not found")
+    try:
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)).module()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as err:  # torch raises many kinds here; all mean "not a loadable module"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript module"
+        raise ValueError(f"{path}: not a {kind} ({first})") from None
+
+
+def _call_options(net) -> dict:
+    try:
+        names = {arg.name for arg in net.forward.schema.arguments}
+    except AttributeError:
+        return {}
+    return {k: v for k, v in TORCHSCRIPT_OPTIONS.items() if k in names}
+
+
+@torch.no_grad()
+def network_features(net, batches: Sequence[torch.Tensor], source: str) -> np.ndarray:
+    """Run ``net`` on uint8-valued float batches; (N, D) features. ``source`` names the net."""
+    options, out = _call_options(net), []
+    for x in batches:
+        try:
+            features = net(x, **options)
+        except RuntimeError as err:
+            raise ValueError(f"{source}: failed on input {tuple(x.shape)} ({str(err).strip().splitlines()[0]})") from None
+        if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != x.shape[0]:
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            raise ValueError(f"{source}: must return features (N, D) for {x.shape[0]} inputs, got {shape}")
+        out.append(features.double().numpy())
+    return np.concatenate(out)
+
+
+def frame_batches(videos: Sequence[np.ndarray], batch: int = 32) -> list[torch.Tensor]:
+    """All frames of all videos, (n, 3, H, W) float in [0, 255]."""
+    frames = np.concatenate(list(videos))
+    return [torch.from_numpy(frames[i : i + batch]).permute(0, 3, 1, 2).float() for i in range(0, len(frames), batch)]
+
+
+def clip_batches(videos: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    """One clip per batch (videos may differ in length), (1, 3, T, H, W) in [0, 255]."""
+    return [torch.from_numpy(np.ascontiguousarray(v)).permute(3, 0, 1, 2)[None].float() for v in videos]
+
+
+def _signed(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encoder_frame_embeddings(encoder, videos: Sequence[np.ndarray], frames: int | None = None) -> list[np.ndarray]:
+    """Per video, the unit image embeddings (F, D) of all frames, or of ``frames`` evenly
+    spaced ones. Frames must already have the size the encoder expects."""
+    out = []
+    for video in videos:
+        idx = np.arange(len(video)) if frames is None else np.linspace(0, len(video) - 1, frames).round().astype(int)
+        out.append(encoder.embed_image(_signed(video[idx])).double().cpu().numpy())
+    return out
+
+
+@torch.no_grad()
+def clipsim(encoder, videos: Sequence[np.ndarray], prompts: Sequence[str]) -> float:
+    """Mean over videos and frames of cos(image embedding of the frame, text embedding of the prompt)."""
+    if len(videos) != len(prompts):
+        raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
+    scores = []
+    for frames, prompt in zip(encoder_frame_embeddings(encoder, videos), prompts):
+        text = encoder.embed_text([prompt]).double().cpu().numpy()[0]
+        scores.append(float((frames @ text).mean()))
+    return float(np.mean(scores))
+
+
+def evaluate_videos(generated: Sequence[np.ndarray], prompts: Sequence[str | None], reference: Sequence[np.ndarray] | None,
+                    encoder, fid_net=None, fvd_net=None, analyze: bool = True) -> dict:
+    """The metrics a set of generated videos (uint8 (T, H, W, 3) each, at the encoder's frame
+    size) supports: FID / FVD with the given networks and a reference set; FID-shapes /
+    FVD-shapes on the encoder's image tower and a reference set; CLIPSIM and the shapes
+    analyzer where prompts are known."""
+    from .data.synthetic import parse_prompt
+    from .evaluate import analyze_video, score
+
+    if len(generated) < 2:
+        raise ValueError(f"need at least 2 generated videos, got {len(generated)}")
+    report: dict = {"videos": len(generated)}
+    if reference is not None:
+        if len(reference) < 2:
+            raise ValueError(f"need at least 2 reference videos, got {len(reference)}")
+        report["reference_videos"] = len(reference)
+        if fid_net is not None:
+            report["fid"] = frechet_distance_of_features(network_features(fid_net, frame_batches(generated), "--fid-net"),
+                                                         network_features(fid_net, frame_batches(reference), "--fid-net"))
+        if fvd_net is not None:
+            report["fvd"] = frechet_distance_of_features(network_features(fvd_net, clip_batches(generated), "--fvd-net"),
+                                                         network_features(fvd_net, clip_batches(reference), "--fvd-net"))
+        ours = {"fid_shapes": (None, np.concatenate), "fvd_shapes": (CLIP_FRAMES, lambda e: np.stack([x.ravel() for x in e]))}
+        for name, (frames, stack) in ours.items():
+            report[name] = frechet_distance_of_features(stack(encoder_frame_embeddings(encoder, generated, frames)),
+                                                        stack(encoder_frame_embeddings(encoder, reference, frames)))
+    known = [(v, p) for v, p in zip(generated, prompts) if p]
+    if known:
+        report["clipsim"] = clipsim(encoder, [v for v, _ in known], [p for _, p in known])
+        if analyze:
+            report["analyzer"] = score([analyze_video(v) for v, _ in known], [parse_prompt(p) for _, p in known])
+    return report
+
+
+def read_video_set(directory: str | Path, size: int) -> tuple[list[np.ndarray], list[str | None]]:
+    """The videos of a folder (sorted by name), centre-cropped and resized to ``size``, and
+    their prompts from captions.csv / captions.jsonl when the folder has one (else None)."""
+    from .data.video_folder import CAPTION_FILES, VIDEO_EXTENSIONS, read_captions
+    from .video_io import fit_frames, read_video
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"{root}: video folder not found")
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not paths:
+        raise ValueError(f"{root}: no videos ({', '.join(VIDEO_EXTENSIONS)})")
+    captions: dict[Path, str] = {}
+    for name in CAPTION_FILES:
+        if (root / name).is_file():
+            captions = read_captions(root, root / name)
+    videos = [fit_frames(read_video(p)[0], size, str(p)) for p in paths]
+    return videos, [captions.get(p.resolve()) for p in paths]
+
+
+def shapes_benchmark(pipe, num_videos: int, seed: int = 0, progress: bool = True):
+    """Generated keyframe videos for shapes prompts (seen combinations in turn), the prompts,
+    and rendered reference clips of the same combinations (other sizes, speeds, positions)."""
+    from tqdm.auto import tqdm
+
+    from .data.synthetic import SEEN, make_caption, render_clip, spec_for
+
+    rng = np.random.default_rng(seed)
+    size = pipe.unet.config.sample_size * pipe.vae.config.downsample_factor
+    frames, fps = pipe.unet.config.max_frames, float(pipe.defaults["fps"])
+    combos = [SEEN[i % len(SEEN)] for i in rng.permutation(max(num_videos, len(SEEN)))[:num_videos]]
+    prompts = [make_caption(*combo, rng) for combo in combos]
+    generated = [pipe(p, num_frames=frames, fps=fps, seed=seed + i, progress=False, interpolate=False,
+                      upscale=False).frames
+                 for i, p in enumerate(tqdm(prompts, desc="generating", disable=not progress))]
+    reference = [render_clip(spec_for(*combo, rng), frames, fps, resolution=size) for combo in combos]
+    return generated, prompts, reference
+
+
+__all__ = ["CLIP_FRAMES", "clipsim", "encoder_frame_embeddings", "evaluate_videos", "load_feature_net",
+           "network_features", "read_video_set", "shapes_benchmark"]
