@@ -51,6 +51,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw  # a plain string: temporal_conv_op=conv1d
+
+
 def _strength(text: str) -> float:
     value = _nonnegative_float(text)
     if value > 1.0:
@@ -222,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
-                           num_frames=args.num_frames, device=args.device,
+                           num_frames=args.num_frames, device=args.device, unet_overrides=tuple(args.unet),
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
@@ -377,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--frame-noise-correlation", type=_fraction, default=0.0,
                     help="keyframe stage: share this fraction of the noise variance across frames (default 0)")
     tr.add_argument("--num-frames", type=_positive_int, default=16, help="frames per training clip")
+    tr.add_argument("--unet", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                    help="keyframe stage, fresh model: change a field of the preset's VideoUNetConfig, e.g. "
+                         "temporal_conv_op=conv1d, attention_layout=sequential (repeatable; values as JSON)")
     tr.add_argument("--steps", type=_positive_int, default=1000)
     tr.add_argument("--batch-size", type=_positive_int, default=4)
     tr.add_argument("--lr", type=_positive_float, default=2e-4)

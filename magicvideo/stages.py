@@ -19,13 +19,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import get_preset
+from .config import VideoUNetConfig, get_preset
 from .diffusion import NoiseSchedule, add_noise, training_target
 from .models import VideoUNet, VideoVAE
 from .models.encoders import clip_condition
@@ -56,6 +56,7 @@ class StageOptions:
     schedule: NoiseSchedule = NoiseSchedule()
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up")
     device: str = "cpu"  # where the models run: cpu, cuda, cuda:N (under torchrun "cuda" = cuda:LOCAL_RANK)
+    unet_overrides: tuple[tuple[str, Any], ...] = ()  # (field, value) of the preset's VideoUNetConfig, fresh models
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -278,11 +279,29 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
 
 
 # -- keyframe -----------------------------------------------------------------------------
+def unet_config_with(config: VideoUNetConfig, overrides: Sequence[tuple[str, Any]]) -> VideoUNetConfig:
+    """``config`` with some fields replaced (``train --unet KEY=VALUE``: ablations, variants).
+    Values arrive as JSON or plain strings; lists become tuples. Errors name the field."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in overrides:
+        if key not in fields:
+            raise ValueError(f"--unet {key}: not a VideoUNetConfig field (choose from {', '.join(sorted(fields))})")
+        changes[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--unet: {err}") from None
+
+
 def _load_unet(options: StageOptions) -> VideoUNet:
     preset = get_preset(options.preset)
     path = Path(options.init_from) if options.init_from is not None else None
+    if path is not None and options.unet_overrides:
+        raise ValueError("--unet changes the architecture of a fresh model; it cannot be combined with --init-from")
     if path is None:
-        unet = VideoUNet(dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames)))
+        config = dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames))
+        unet = VideoUNet(unet_config_with(config, options.unet_overrides))
     elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         unet = VideoUNet.from_pretrained(path)
         if preset.unet.use_condition_embedding and not unet.config.use_condition_embedding:
@@ -436,7 +455,7 @@ def keyframe_stage(options: StageOptions) -> Stage:
         write_video(np.concatenate(videos, axis=2), stem.with_suffix(".gif"), fps=8)
 
     describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
-                "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
+                "unet_overrides": dict(options.unet_overrides), "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
                 "pool_clips": pool_size, "latent_cache": options.latent_cache}
     return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)
 

@@ -21,16 +21,31 @@ def test_vae_lit_keyframe_chain(tmp_path):
     assert vae.config.scaling_factor != 0.18215  # set from the data: unit-variance latents
     kf = ["--vae", str(tmp_path / "vae" / "model"), "--encoder", str(tmp_path / "lit" / "model")]
     assert main(["train", "--stage", "keyframe", "--condition", "image", "-o", str(tmp_path / "kf0"), *kf,
-                 "--pool-clips", "3", *common]) == 0
+                 "--pool-clips", "3", "--unet", "temporal_conv_op=conv1d", "--unet", "attention_layout=sequential",
+                 *common]) == 0
     assert main(["train", "--stage", "keyframe", "--condition", "text", "-o", str(tmp_path / "kf"), *kf,
                  "--init-from", str(tmp_path / "kf0" / "model"), "--mixed-precision", "bf16", *common]) == 0
     start = json.loads((tmp_path / "kf" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["condition"] == "text" and start["init_from"].endswith("model")
     assert start["config"]["mixed_precision"] == "bf16"
     unet = VideoUNet.from_pretrained(tmp_path / "kf" / "model")
+    assert (unet.config.temporal_conv_op, unet.config.attention_layout) == ("conv1d", "sequential")  # --unet, kept
     pipe = MagicVideoPipeline(unet, vae, load_encoder(tmp_path / "lit" / "model"), defaults={"steps": 2})
     assert pipe("a red circle moving right", num_frames=4, progress=False).frames.shape == (4, 64, 64, 3)
     assert (tmp_path / "kf" / "samples" / "final.gif").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--unet", "attention_heads=3"], "not a VideoUNetConfig field"),
+    (["--unet", "temporal_conv_op=lstm"], "temporal_conv_op must be one of"),
+    (["--unet", "temporal_conv_op=conv1d", "--init-from", "somewhere"], "cannot be combined with --init-from"),
+])
+def test_unet_overrides_are_checked(tmp_path, capsys, args, message):
+    from magicvideo.pipeline import DEFAULT_PIPELINE
+
+    kf = ["--vae", str(DEFAULT_PIPELINE / "vae"), "--encoder", str(DEFAULT_PIPELINE / "encoder")]
+    assert main(["train", "--stage", "keyframe", "-o", str(tmp_path / "run"), *kf, "--steps", "1", *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_keyframe_stage_needs_a_vae(tmp_path, capsys):
