@@ -1,7 +1,7 @@
 """The paper's ablations on the shapes domain: same data, same steps, same seeds, one change each.
 
     python scripts/ablate.py [--steps 1200] [--pool-clips 2000] [--prompts 24] [--run runs/ablate]
-                             [--only baseline conv1d ...] [--out runs/ablate/results.json]
+                             [--only baseline conv1d ...] [--out runs/ablate/results.json] [--base PIPELINE]
 
 Every variant trains a fresh tiny keyframe VideoUNet on the shipped VAE and encoder: half the
 steps unsupervised (image embeddings as proxy text), half on captions. One thing changes:
@@ -104,17 +104,21 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=Path("runs/ablate"))
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/results.json)")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="pipeline whose VAE and encoder the variants use (default: the shipped one)")
     args = parser.parse_args()
     from magicvideo.pipeline import DEFAULT_PIPELINE
+
+    base = args.base or DEFAULT_PIPELINE
 
     args.run.mkdir(parents=True, exist_ok=True)
     out = args.out or args.run / "results.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
     for variant in args.only:
         start = time.time()
-        model = train(args.run, variant, args, DEFAULT_PIPELINE)
+        model = train(args.run, variant, args, base)
         trained = time.time() - start
-        results[variant] = {**evaluate(model, args, DEFAULT_PIPELINE), "steps": args.steps,
+        results[variant] = {**evaluate(model, args, base), "steps": args.steps,
                             "train_s": results.get(variant, {}).get("train_s", trained) if trained < 5 else trained}
         out.write_text(json.dumps(results, indent=1) + "\n")
         print(table({variant: results[variant]}).splitlines()[-1], flush=True)
