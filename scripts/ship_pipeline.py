@@ -85,6 +85,10 @@ def main() -> None:
     old_eval = args.target / "eval_metrics.json"
     if old_eval.is_file() and (args.target / weights).read_bytes() == (staging / weights).read_bytes():
         shutil.copy2(old_eval, staging / old_eval.name)
+    old_cascade = args.target / "cascade_metrics.json"  # figures of the cascade stages (evaluate_cascade.py)
+    if old_cascade.is_file() and all((args.target / stage).is_dir() and (staging / stage).is_dir()
+                                     for stage in ("interpolation", "sr")):
+        shutil.copy2(old_cascade, staging / old_cascade.name)
     if args.target.exists():
         shutil.rmtree(args.target)
     staging.rename(args.target)
