@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from magicvideo import VideoUNet, VideoUNetConfig, VideoVAE, VideoVAEConfig
 from magicvideo.cli import main
-from magicvideo.config import SRUNetConfig
+from magicvideo.config import SRUNetConfig, get_preset
 from magicvideo.diffusion import NoiseSchedule
 from magicvideo.interpolate import (GAP, WINDOW, assemble, interpolate_latents, interpolation_channels, output_frames,
                                     window_conditioning)
@@ -210,7 +210,7 @@ def test_interpolation_and_sr_stages_train_through_the_cli(tmp_path):
     torch.manual_seed(0)
     VideoVAE(VideoVAEConfig()).save_pretrained(tmp_path / "vae")
     MiniLMLiTEncoder().save_pretrained(tmp_path / "enc")
-    VideoUNet(VideoUNetConfig()).save_pretrained(tmp_path / "kf")
+    VideoUNet(get_preset("tiny").unet).save_pretrained(tmp_path / "kf")  # a keyframe model of the preset
     common = ["--steps", "2", "--batch-size", "2", "-q"]
     assert main(["train", "--stage", "interpolation", "-o", str(tmp_path / "interp"), "--vae", str(tmp_path / "vae"),
                  "--encoder", str(tmp_path / "enc"), "--init-from", str(tmp_path / "kf"), *common]) == 0
