@@ -201,14 +201,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     encoder = load_encoder(args.clip) if args.clip else pipe.encoder
-    size = pipe.unet.config.sample_size * pipe.vae.config.downsample_factor
     if args.generated is None:
         generated, prompts, reference = shapes_benchmark(pipe, args.num_videos, args.seed, progress=not args.quiet)
     else:
-        generated, prompts = read_video_set(args.generated, size)
+        generated, prompts = read_video_set(args.generated, pipe.frame_size)
         reference = None
     if args.reference is not None:
-        reference = read_video_set(args.reference, size)[0]
+        reference = read_video_set(args.reference, pipe.frame_size)[0]
     if fid_net is None and fvd_net is None:
         print("magicvideo evaluate: no feature networks given (--fid-net, --fvd-net), so no FID or FVD; "
               "fid_shapes and fvd_shapes are Frechet distances on the pipeline's image tower", file=sys.stderr)

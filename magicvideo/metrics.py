@@ -94,26 +94,28 @@ def _signed(frames: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encoder_frame_embeddings(encoder, videos: Sequence[np.ndarray], frames: int | None = None) -> list[np.ndarray]:
-    """Per video, the unit image embeddings (F, D) of all frames, or of ``frames`` evenly
-    spaced ones. Frames must already have the size the encoder expects."""
-    out = []
-    for video in videos:
-        idx = np.arange(len(video)) if frames is None else np.linspace(0, len(video) - 1, frames).round().astype(int)
-        out.append(encoder.embed_image(_signed(video[idx])).double().cpu().numpy())
-    return out
+def encoder_frame_embeddings(encoder, videos: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per video, the unit image embeddings (F, D) of its frames. Frames must already have
+    the size the encoder expects."""
+    return [encoder.embed_image(_signed(video)).double().cpu().numpy() for video in videos]
+
+
+def clip_features(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """FVD-shapes features: per video, the embeddings of ``CLIP_FRAMES`` evenly spaced frames,
+    concatenated in time order, (N, CLIP_FRAMES * D)."""
+    return np.stack([e[np.linspace(0, len(e) - 1, CLIP_FRAMES).round().astype(int)].ravel() for e in embeddings])
 
 
 @torch.no_grad()
-def clipsim(encoder, videos: Sequence[np.ndarray], prompts: Sequence[str]) -> float:
-    """Mean over videos and frames of cos(image embedding of the frame, text embedding of the prompt)."""
+def clipsim(encoder, videos: Sequence[np.ndarray], prompts: Sequence[str],
+            embeddings: Sequence[np.ndarray] | None = None) -> float:
+    """Mean over videos and frames of cos(image embedding of the frame, text embedding of the
+    prompt). ``embeddings``: the videos' ``encoder_frame_embeddings`` when already computed."""
     if len(videos) != len(prompts):
         raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
-    scores = []
-    for frames, prompt in zip(encoder_frame_embeddings(encoder, videos), prompts):
-        text = encoder.embed_text([prompt]).double().cpu().numpy()[0]
-        scores.append(float((frames @ text).mean()))
-    return float(np.mean(scores))
+    embeddings = encoder_frame_embeddings(encoder, videos) if embeddings is None else embeddings
+    texts = encoder.embed_text(list(prompts)).double().cpu().numpy()
+    return float(np.mean([(frames @ text).mean() for frames, text in zip(embeddings, texts)]))
 
 
 def evaluate_videos(generated: Sequence[np.ndarray], prompts: Sequence[str | None], reference: Sequence[np.ndarray] | None,
@@ -138,15 +140,17 @@ def evaluate_videos(generated: Sequence[np.ndarray], prompts: Sequence[str | Non
         if fvd_net is not None:
             report["fvd"] = frechet_distance_of_features(network_features(fvd_net, clip_batches(generated), "--fvd-net"),
                                                          network_features(fvd_net, clip_batches(reference), "--fvd-net"))
-        ours = {"fid_shapes": (None, np.concatenate), "fvd_shapes": (CLIP_FRAMES, lambda e: np.stack([x.ravel() for x in e]))}
-        for name, (frames, stack) in ours.items():
-            report[name] = frechet_distance_of_features(stack(encoder_frame_embeddings(encoder, generated, frames)),
-                                                        stack(encoder_frame_embeddings(encoder, reference, frames)))
-    known = [(v, p) for v, p in zip(generated, prompts) if p]
+    embeddings = encoder_frame_embeddings(encoder, generated)  # once, for the fallbacks and CLIPSIM
+    if reference is not None:
+        ref_embeddings = encoder_frame_embeddings(encoder, reference)
+        report["fid_shapes"] = frechet_distance_of_features(np.concatenate(embeddings), np.concatenate(ref_embeddings))
+        report["fvd_shapes"] = frechet_distance_of_features(clip_features(embeddings), clip_features(ref_embeddings))
+    known = [(v, p, e) for v, p, e in zip(generated, prompts, embeddings) if p]
     if known:
-        report["clipsim"] = clipsim(encoder, [v for v, _ in known], [p for _, p in known])
+        report["clipsim"] = clipsim(encoder, [v for v, _, _ in known], [p for _, p, _ in known],
+                                    [e for _, _, e in known])
         if analyze:
-            report["analyzer"] = score([analyze_video(v) for v, _ in known], [parse_prompt(p) for _, p in known])
+            report["analyzer"] = score([analyze_video(v) for v, _, _ in known], [parse_prompt(p) for _, p, _ in known])
     return report
 
 
@@ -178,7 +182,7 @@ def shapes_benchmark(pipe, num_videos: int, seed: int = 0, progress: bool = True
     from .data.synthetic import SEEN, make_caption, render_clip, spec_for
 
     rng = np.random.default_rng(seed)
-    size = pipe.unet.config.sample_size * pipe.vae.config.downsample_factor
+    size = pipe.frame_size
     frames, fps = pipe.unet.config.max_frames, float(pipe.defaults["fps"])
     combos = [SEEN[i % len(SEEN)] for i in rng.permutation(max(num_videos, len(SEEN)))[:num_videos]]
     prompts = [make_caption(*combo, rng) for combo in combos]
@@ -189,5 +193,5 @@ def shapes_benchmark(pipe, num_videos: int, seed: int = 0, progress: bool = True
     return generated, prompts, reference
 
 
-__all__ = ["CLIP_FRAMES", "clipsim", "encoder_frame_embeddings", "evaluate_videos", "load_feature_net",
+__all__ = ["CLIP_FRAMES", "clip_features", "clipsim", "encoder_frame_embeddings", "evaluate_videos", "load_feature_net",
            "network_features", "read_video_set", "shapes_benchmark"]

@@ -63,6 +63,11 @@ class MagicVideoPipeline:
         self.defaults = {**DEFAULTS, **(defaults or {})}
         self._check_stages()
 
+    @property
+    def frame_size(self) -> int:
+        """Side in pixels of the keyframes (before super-resolution)."""
+        return self.unet.config.sample_size * self.vae.config.downsample_factor
+
     def _check_stages(self) -> None:
         """Stages that do not fit together are named before any compute."""
         unet, vae = self.unet, self.vae
@@ -81,7 +86,7 @@ class MagicVideoPipeline:
                 raise ValueError(f"interpolation stage works on {self.interpolation.config.sample_size}px latents, "
                                  f"the keyframe stage makes {unet.config.sample_size}px")
         if self.sr is not None:
-            side = unet.config.sample_size * vae.config.downsample_factor
+            side = self.frame_size
             multiple = self.sr.config.patch * 2 ** (len(self.sr.config.block_out_channels) - 1)
             if (side * self.sr.config.scale) % multiple:
                 raise ValueError(f"sr stage cannot upscale {side}px frames: {side * self.sr.config.scale}px is not "
@@ -171,10 +176,18 @@ class MagicVideoPipeline:
         if upscale and self.sr is None:
             raise ValueError("this pipeline has no 'sr' stage (skip it with upscale=False)")
 
-    def _resolve(self, fps, steps, guidance, scheduler) -> tuple[float, int, float, str]:
+    def _request(self, prompt: str, num_frames: int, fps, steps, guidance, scheduler, interpolate, upscale,
+                 context_frames: int | None = None) -> tuple[float, int, float, str, bool, bool]:
+        """The pipeline's defaults filled in and the whole request checked, before any compute:
+        (fps, steps, guidance, scheduler, interpolate, upscale)."""
         d = self.defaults
-        return (float(d["fps"] if fps is None else fps), int(d["steps"] if steps is None else steps),
-                float(d["guidance"] if guidance is None else guidance), d["scheduler"] if scheduler is None else scheduler)
+        fps, steps = float(d["fps"] if fps is None else fps), int(d["steps"] if steps is None else steps)
+        guidance = float(d["guidance"] if guidance is None else guidance)
+        scheduler = d["scheduler"] if scheduler is None else scheduler
+        interpolate = self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate
+        upscale = self.sr is not None if upscale is None else upscale
+        self.check_options(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
+        return fps, steps, guidance, scheduler, interpolate, upscale
 
     @torch.no_grad()
     def __call__(
@@ -198,17 +211,12 @@ class MagicVideoPipeline:
         More keyframes than the model's ``max_frames`` make a long video: windows of
         ``max_frames``, each continuing from the last ``context_frames`` (default half a
         window) of the one before."""
-        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
-        interpolate, upscale = self._stages_to_run(num_frames, interpolate, upscale)
-        self.check_options(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
+        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
+            prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
         cond = self.encoder.encode_text([prompt])
         latents = self.generate_latents(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback,
                                         context_frames=context_frames)
         return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
-
-    def _stages_to_run(self, num_frames: int, interpolate: bool | None, upscale: bool | None) -> tuple[bool, bool]:
-        interpolate = self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate
-        return interpolate, self.sr is not None if upscale is None else upscale
 
     def render(self, latents: torch.Tensor, fps: float, seed: int = 0, scheduler: str = "dpm",
                interpolate: bool = False, upscale: bool = False, progress: bool = False) -> VideoOutput:
@@ -282,21 +290,19 @@ class MagicVideoPipeline:
         (centre crop, resize), on the pipeline's device."""
         from .video_io import fit_frames
 
-        side = self.unet.config.sample_size * self.vae.config.downsample_factor
-        x = torch.from_numpy(fit_frames(frames, side, source)).float() / 127.5 - 1.0
+        x = torch.from_numpy(fit_frames(frames, self.frame_size, source)).float() / 127.5 - 1.0
         return x.permute(3, 0, 1, 2)[None].to(next(self.unet.parameters()).device)
 
-    def _check_video_input(self, frames: np.ndarray, source: str) -> None:
-        if np.asarray(frames).ndim != 4:
-            raise ValueError(f"{source}: expected frames (T, H, W, 3), got shape {np.asarray(frames).shape}")
-        if len(frames) > self.unet.config.max_frames:
-            raise ValueError(f"{source}: {len(frames)} frames, this model takes at most {self.unet.config.max_frames} "
-                             f"(use a keyframes-only video, e.g. generate --no-interpolate --no-upscale)")
-
-    @staticmethod
-    def _check_strength(strength: float) -> None:
+    def _source_pixels(self, video: np.ndarray, strength: float, source: str) -> torch.Tensor:
+        """The source video of vary / edit, checked, as ``pixels``."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if np.asarray(video).ndim != 4:
+            raise ValueError(f"{source}: expected frames (T, H, W, 3), got shape {np.asarray(video).shape}")
+        if len(video) > self.unet.config.max_frames:
+            raise ValueError(f"{source}: {len(video)} frames, this model takes at most {self.unet.config.max_frames} "
+                             f"(use a keyframes-only video, e.g. generate --no-interpolate --no-upscale)")
+        return self.pixels(video, source)
 
     @torch.no_grad()
     def animate(self, image: np.ndarray, prompt: str | None = None, num_frames: int = 16, fps: float | None = None,
@@ -306,10 +312,8 @@ class MagicVideoPipeline:
         """Image-to-video: the image's embedding is the condition (what unsupervised
         pretraining taught), with the prompt's tokens appended when one is given; ``anchor``
         holds the first frame to the image's latent. image: uint8 (H, W, 3)."""
-        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
-        interpolate, upscale = self._stages_to_run(num_frames, interpolate, upscale)
-        self.check_options(prompt if prompt is not None else "image", num_frames, fps, steps, guidance, scheduler,
-                           interpolate, upscale)
+        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
+            "image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale)
         if np.asarray(image).ndim != 3:
             raise ValueError(f"{source}: expected an image (H, W, 3), got shape {np.asarray(image).shape}")
         pixels = self.pixels(np.asarray(image)[None], source)
@@ -328,14 +332,11 @@ class MagicVideoPipeline:
         """Video variations: ``n`` videos of the same content. The condition is the mean
         embedding of the source's frames; each variation starts from the source's latents
         noised to ``strength`` with its own seed."""
-        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        self._check_strength(strength)
-        self._check_video_input(video, source)
-        interpolate, upscale = self._stages_to_run(len(video), interpolate, upscale)
-        self.check_options("video", len(video), fps, steps, guidance, scheduler, interpolate, upscale)
-        pixels = self.pixels(video, source)
+        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
+            "video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+        pixels = self._source_pixels(video, strength, source)
         cond, init = clip_condition(self.encoder, pixels), self.vae.encode(pixels)
         return [self.render(self.generate_latents(cond, len(video), fps, steps, guidance, seed + i, scheduler,
                                                   progress, init=init, strength=strength),
@@ -349,12 +350,9 @@ class MagicVideoPipeline:
         """Video editing (SDEdit): the source's latents, noised to ``strength`` with the same
         noise in every frame, denoised under the new prompt. Low strength keeps more of the
         source (layout, motion), high strength follows the prompt more."""
-        fps, steps, guidance, scheduler = self._resolve(fps, steps, guidance, scheduler)
-        self._check_strength(strength)
-        self._check_video_input(video, source)
-        interpolate, upscale = self._stages_to_run(len(video), interpolate, upscale)
-        self.check_options(prompt, len(video), fps, steps, guidance, scheduler, interpolate, upscale)
-        pixels = self.pixels(video, source)
+        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
+            prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+        pixels = self._source_pixels(video, strength, source)
         latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), fps, steps, guidance, seed,
                                         scheduler, progress, init=self.vae.encode(pixels), strength=strength)
         return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)

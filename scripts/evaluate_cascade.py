@@ -95,7 +95,7 @@ def main() -> int:
         print("the pipeline has no interpolation or no sr stage", file=sys.stderr)
         return 2
     d = pipe.defaults
-    res = pipe.unet.config.sample_size * pipe.vae.config.downsample_factor
+    res = pipe.frame_size
     figures: dict = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
     t0 = time.time()
 
