@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     ani.set_defaults(func=cmd_animate)
 
     var = sub.add_parser("vary", help="video variations: N videos with the content of VIDEO")
-    var.add_argument("video", help="source video (at most the model's 16 frames; e.g. generate --no-interpolate)")
+    var.add_argument("video", help="source video (every frame a keyframe; longer than the model's 16 in windows)")
     var.add_argument("-n", type=_positive_int, default=4, help="variations to make (default 4); -o out.mp4 "
                      "writes out_0.mp4 ... when n > 1")
     var.add_argument("--strength", type=_strength, default=0.7,
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     var.set_defaults(func=cmd_vary)
 
     ed = sub.add_parser("edit", help="video editing (SDEdit): re-render VIDEO under a new prompt")
-    ed.add_argument("video", help="source video (at most the model's 16 frames)")
+    ed.add_argument("video", help="source video (every frame a keyframe; longer than the model's 16 in windows)")
     ed.add_argument("prompt", help="the new prompt")
     ed.add_argument("--strength", type=_strength, default=0.6,
                     help="noise level to restart from, 0 (keep the source) - 1 (ignore it); default 0.6")

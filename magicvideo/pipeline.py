@@ -249,15 +249,23 @@ class MagicVideoPipeline:
         ``init`` (B, C, F, h, w) with ``strength`` in [0, 1]: SDEdit, start from ``init`` noised
         to that fraction of the schedule with one noise image shared by every frame (0 returns
         ``init``, 1 ignores it). ``known`` (B, C, K, h, w): clean latents the first K frames are
-        held to. Above ``max_frames``: a long video in windows (see ``__call__``)."""
+        held to. Above ``max_frames``: a long video in windows (see ``__call__``); with ``init``
+        each window edits its own frames of it, continuing from the edited frames before."""
         window = self.unet.config.max_frames
         if num_frames > window:
             context = window // 2 if context_frames is None else context_frames
-            out = self.generate_latents(cond, window, fps, steps, guidance, seed, scheduler, progress, known=known)
+
+            def part(start: int, stop: int) -> torch.Tensor | None:
+                return None if init is None else init[:, :, start:stop]
+
+            out = self.generate_latents(cond, window, fps, steps, guidance, seed, scheduler, progress,
+                                        init=part(0, window), strength=strength, known=known)
             while out.shape[2] < num_frames:
-                new = min(window - context, num_frames - out.shape[2])
-                nxt = self.generate_latents(cond, context + new, fps, steps, guidance, seed + out.shape[2], scheduler,
-                                            progress, known=out[:, :, out.shape[2] - context:])
+                done = out.shape[2]
+                new = min(window - context, num_frames - done)
+                nxt = self.generate_latents(cond, context + new, fps, steps, guidance, seed + done, scheduler, progress,
+                                            init=part(done - context, done + new), strength=strength,
+                                            known=out[:, :, done - context:])
                 out = torch.cat([out, nxt[:, :, context:]], dim=2)
             return out
         cfg = self.unet.config
@@ -299,9 +307,6 @@ class MagicVideoPipeline:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if np.asarray(video).ndim != 4:
             raise ValueError(f"{source}: expected frames (T, H, W, 3), got shape {np.asarray(video).shape}")
-        if len(video) > self.unet.config.max_frames:
-            raise ValueError(f"{source}: {len(video)} frames, this model takes at most {self.unet.config.max_frames} "
-                             f"(use a keyframes-only video, e.g. generate --no-interpolate --no-upscale)")
         return self.pixels(video, source)
 
     @torch.no_grad()
