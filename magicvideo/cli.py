@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pool-clips", type=int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--pool-cache", default=None,
-                    help="keyframe stage: safetensors file keeping the encoded pool (shared between stages)")
+                    help="keyframe stage: directory keeping the encoded pool (latent-cache format; shared between stages)")
     tr.add_argument("--frame-noise-correlation", type=_fraction, default=0.0,
                     help="keyframe stage: share this fraction of the noise variance across frames (default 0)")
     tr.add_argument("--num-frames", type=_positive_int, default=16, help="frames per training clip")

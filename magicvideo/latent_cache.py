@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import safe_open
@@ -31,16 +31,28 @@ TENSORS = ("latents", "fps", "image_cond")
 
 
 @torch.no_grad()
-def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: dict[str, Any] | None = None,
-                       shard_clips: int = 256, batch_size: int = 16, workers: int = 0, progress: bool = True) -> Path:
-    """Encode items 0..clips-1 of ``data`` into shards under ``out``; returns ``out``."""
+def encoded_batches(data, clips: int, vae, encoder, batch_size: int = 16, workers: int = 0, progress: bool = True,
+                    desc: str = "caching latents") -> Iterator[dict[str, Any]]:
+    """Items 0..clips-1 of ``data`` encoded batch by batch, on the CPU: latents, fps,
+    image_cond and caption (a DataLoader with ``workers`` decodes)."""
     from .data.video_folder import clip_loader
     from .stages import encode_clip_batch
 
-    if clips < 1 or shard_clips < 1 or batch_size < 1:
-        raise ValueError(f"clips, shard_clips and batch_size must be >= 1, got {clips}, {shard_clips}, {batch_size}")
-    out = Path(out)
+    if clips < 1 or batch_size < 1:
+        raise ValueError(f"clips and batch_size must be >= 1, got {clips}, {batch_size}")
     loader = clip_loader(torch.utils.data.Subset(data, range(clips)), batch_size=batch_size, num_workers=workers)
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        encoded = encode_clip_batch(batch, vae, encoder, with_image_cond=True)
+        yield {**{k: encoded[k].cpu() for k in TENSORS}, "caption": encoded["caption"]}
+
+
+def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: dict[str, Any] | None = None,
+                       shard_clips: int = 256, batch_size: int = 16, workers: int = 0, progress: bool = True) -> Path:
+    """Encode items 0..clips-1 of ``data`` into shards under ``out``; returns ``out``."""
+    if shard_clips < 1:
+        raise ValueError(f"shard_clips must be >= 1, got {shard_clips}")
+    out = Path(out)
+    batches = encoded_batches(data, clips, vae, encoder, batch_size, workers, progress)
     with atomic_directory(out) as tmp:
         shards: list[dict[str, Any]] = []
         pending: dict[str, list] = {"latents": [], "fps": [], "image_cond": [], "caption": []}
@@ -55,8 +67,7 @@ def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: 
                 pending[k] = [tensors[k][count:]]
             pending["caption"] = pending["caption"][count:]
 
-        for batch in tqdm(loader, desc="caching latents", disable=not progress, leave=False):
-            encoded = encode_clip_batch(batch, vae, encoder, with_image_cond=True)
+        for encoded in batches:
             for k in TENSORS:
                 pending[k].append(encoded[k])
             pending["caption"] += encoded["caption"]
@@ -109,4 +120,4 @@ def read_latent_cache(directory: str | Path) -> dict[str, Any]:
     return pool
 
 
-__all__ = ["read_latent_cache", "write_latent_cache"]
+__all__ = ["encoded_batches", "read_latent_cache", "write_latent_cache"]

@@ -14,7 +14,6 @@ resume exactly. Frozen helpers (VAE, encoders) are loaded from model directories
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ class StageOptions:
     fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
     pool_clips: int = 0  # keyframe: encode this many clips once and train on them (0: encode every batch)
-    pool_cache: str | None = None  # keyframe: safetensors file that keeps the encoded pool between stages
+    pool_cache: str | None = None  # keyframe: latent-cache directory that keeps the encoded pool between stages
     data: str | None = None  # a video folder (see data/video_folder.py) instead of the shapes domain
     latent_cache: str | None = None  # keyframe: train from a `magicvideo cache-latents` directory
     gradient_checkpointing: bool = False  # U-Net stages: trade compute for activation memory
@@ -341,50 +340,32 @@ def _pool_key(options: StageOptions, data) -> dict[str, Any]:
             "encoder": str(options.encoder), "encoder_files": fingerprint(options.encoder)}
 
 
-def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder, chunk: int = 32) -> dict[str, Any]:
+def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder) -> dict[str, Any]:
     """The first ``pool_clips`` clips of the training stream, encoded: latents, fps, captions
-    and image conditions. With ``options.pool_cache`` the pool is read from / written to that
-    safetensors file (atomically), so the unsupervised and the text stage encode it once."""
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
+    and image conditions. ``options.pool_cache`` is a latent-cache directory (the format of
+    ``magicvideo cache-latents``) that keeps the pool between stages: reused when it was made
+    with the same settings (recorded as its source), re-encoded otherwise."""
+    from .latent_cache import INDEX, TENSORS, encoded_batches, read_latent_cache, write_latent_cache
 
-    from .models.io import atomic_file
-
-    n, key = options.pool_clips, _pool_key(options, data)
+    n, key = options.pool_clips, {"pool": _pool_key(options, data)}
     cache = Path(options.pool_cache) if options.pool_cache else None
-    if cache is not None and cache.is_file():
-        pool = _read_pool_cache(cache, key, n)
-        if pool is not None:
-            return pool
+
+    def first_n(pool: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: pool[k][:n] for k in TENSORS}, "caption": pool["caption"][:n]}
+
+    if cache is not None and cache.exists():
+        if not (cache / INDEX).is_file():
+            raise ValueError(f"{cache}: not a clip-pool cache directory ({INDEX} missing); delete it or choose "
+                             f"another --pool-cache")
+        pool = read_latent_cache(cache)
+        if pool["source"] == key and len(pool["caption"]) >= n:
+            return first_n(pool)
         print(f"{cache}: made with other settings or fewer clips; re-encoding")
-    chunks = [to_device(_encode_clips([data[i] for i in range(s, min(s + chunk, n))], vae, encoder,
-                                      with_image_cond=True), torch.device("cpu"))
-              for s in tqdm(range(0, n, chunk), desc="encoding clip pool", leave=False)]
-    pool = {name: torch.cat([c[name] for c in chunks]) for name in ("latents", "fps", "image_cond")}
-    pool["caption"] = [cap for c in chunks for cap in c["caption"]]
     if cache is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes it
-        with atomic_file(cache) as tmp:
-            save_file({k: pool[k].contiguous() for k in ("latents", "fps", "image_cond")}, str(tmp),
-                      metadata={"key": json.dumps(key), "captions": json.dumps(pool["caption"])})
-    return pool
-
-
-def _read_pool_cache(cache: Path, key: dict[str, Any], n: int) -> dict[str, Any] | None:
-    """The cached pool if it was made with ``key`` and holds >= n clips, else None; a file
-    that is not a pool cache is a ValueError naming it."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(cache), framework="pt") as f:
-            meta = f.metadata() or {}
-            if json.loads(meta["key"]) != key or len(captions := json.loads(meta["captions"])) < n:
-                return None
-            pool = {name: f.get_slice(name)[:n] for name in ("latents", "fps", "image_cond")}
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{cache}: not a readable clip-pool cache ({type(err).__name__}: {err}); "
-                         f"delete it to re-encode") from None
-    pool["caption"] = captions[:n]
-    return pool
+        return first_n(read_latent_cache(write_latent_cache(cache, data, n, vae, encoder, source=key, batch_size=32)))
+    chunks = list(encoded_batches(data, n, vae, encoder, batch_size=32, desc="encoding clip pool"))
+    return first_n({**{k: torch.cat([c[k] for c in chunks]) for k in TENSORS},
+                    "caption": [x for c in chunks for x in c["caption"]]})
 
 
 def keyframe_stage(options: StageOptions) -> Stage:

@@ -16,7 +16,7 @@ steps unsupervised (image embeddings as proxy text), half on captions. One thing
 Each model then generates keyframe videos for the same seen prompts and seeds, scored by the
 shapes analyzer (color / shape / direction accuracy, jitter) and FVD-shapes against rendered
 clips of the same combinations (``magicvideo.metrics``). The encoded clip pool is shared by
-every run (RUN/pool.safetensors). Runs are resumable: a variant whose
+every run (RUN/pool). Runs are resumable: a variant whose
 model exists is only re-evaluated. Prints a markdown table (docs/ablations.md).
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def train(run: Path, variant: str, args, shipped: Path) -> Path:
             return
         resume = ["--resume"] if (out / "checkpoint" / "state.json").is_file() else []
         cmd = [sys.executable, "-m", "magicvideo", "train", "--stage", "keyframe", "--condition", condition,
-               "-o", str(out), "--steps", str(steps), "--pool-cache", str(run / "pool.safetensors"), *common, *extra, *resume]
+               "-o", str(out), "--steps", str(steps), "--pool-cache", str(run / "pool"), *common, *extra, *resume]
         print(" ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, check=True)
 

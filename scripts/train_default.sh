@@ -43,7 +43,7 @@ if [ -z "$BASE" ]; then
   # 4. keyframe U-Net, supervised finetuning on captions. The encoded clip pool is cached for step 5.
   magicvideo train --stage keyframe --condition text -o "$RUN/keyframe" --vae "$RUN/vae/model" \
     --encoder "$RUN/lit/model" --init-from "$RUN/keyframe_unsup/model" --pool-clips "$(steps 4000)" \
-    --pool-cache "$RUN/clip_pool_text.safetensors" --steps "$(steps 3500)" --batch-size 8 --lr 2e-4 \
+    --pool-cache "$RUN/clip_pool_text" --steps "$(steps 3500)" --batch-size 8 --lr 2e-4 \
     $(resume "$RUN/keyframe")
   VAE="$RUN/vae/model" ENCODER="$RUN/lit/model" KEYFRAME="$RUN/keyframe/model"
 else
@@ -52,7 +52,7 @@ fi
 # 5. keyframe U-Net with the condition embedding (a model without one gets it, zero-initialised,
 #    on --init-from), more captioned training
 magicvideo train --stage keyframe --condition text -o "$RUN/keyframe_cond" --vae "$VAE" --encoder "$ENCODER" \
-  --init-from "$KEYFRAME" --pool-clips "$(steps 4000)" --pool-cache "$RUN/clip_pool_text.safetensors" \
+  --init-from "$KEYFRAME" --pool-clips "$(steps 4000)" --pool-cache "$RUN/clip_pool_text" \
   --steps "$(steps 1600)" --batch-size 8 --lr 2e-4 $(resume "$RUN/keyframe_cond")
 
 WALL_KEY=$([ -z "$BASE" ] && echo wall_s || echo wall_s_keyframe_cond)

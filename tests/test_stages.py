@@ -93,26 +93,35 @@ def test_object_weights_cover_the_object_and_a_margin():
 def test_clip_pool_cache_is_reused_only_when_it_matches(tmp_path, monkeypatch, capsys):
     from magicvideo import stages
     from magicvideo.config import VideoVAEConfig
+    from magicvideo.latent_cache import read_latent_cache
     from magicvideo.models.encoders import MiniLMLiTEncoder
 
     VideoVAE(VideoVAEConfig()).save_pretrained(tmp_path / "vae")
     MiniLMLiTEncoder().save_pretrained(tmp_path / "enc")
     calls = []
-    real = stages._encode_clips
-    monkeypatch.setattr(stages, "_encode_clips", lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
-    cache = tmp_path / "pool.safetensors"
+    real = stages.encode_clip_batch
+    monkeypatch.setattr(stages, "encode_clip_batch",
+                        lambda batch, *a, **k: calls.append(len(batch["caption"])) or real(batch, *a, **k))
+    cache = tmp_path / "pool"
     opts = StageOptions(vae=str(tmp_path / "vae"), encoder=str(tmp_path / "enc"), pool_clips=3, pool_cache=str(cache))
     first = stages.keyframe_stage(opts).make_batch(0, 2)
-    assert calls == [3] and cache.is_file()
+    assert calls == [3] and len(read_latent_cache(cache)["caption"]) == 3  # a latent-cache directory
     second = stages.keyframe_stage(StageOptions(**{**opts.__dict__, "condition": "image"})).make_batch(0, 2)
     assert calls == [3]  # read from the cache, not re-encoded
     assert torch.equal(first["latents"], second["latents"]) and first["caption"] == second["caption"]
     assert second["image_cond"].shape == (2, 1, 384)
+    fewer = stages.keyframe_stage(StageOptions(**{**opts.__dict__, "pool_clips": 2})).make_batch(0, 2)
+    assert calls == [3] and set(fewer["caption"]) <= set(read_latent_cache(cache)["caption"][:2])
     stages.keyframe_stage(StageOptions(**{**opts.__dict__, "seed": 1})).make_batch(0, 2)  # other clips
     assert calls == [3, 3] and "re-encoding" in capsys.readouterr().out
-    cache.write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="pool.safetensors: not a readable clip-pool cache"):
-        stages.keyframe_stage(opts)
+    no_cache = stages.keyframe_stage(StageOptions(**{**opts.__dict__, "seed": 1, "pool_cache": None})).make_batch(0, 2)
+    again = stages.keyframe_stage(StageOptions(**{**opts.__dict__, "seed": 1})).make_batch(0, 2)
+    assert calls == [3, 3, 3] and torch.equal(no_cache["latents"], again["latents"])  # in memory = the cache
+    junk = tmp_path / "pool.safetensors"
+    junk.write_bytes(b"not a cache")
+    with pytest.raises(ValueError, match="pool.safetensors: not a clip-pool cache directory"):
+        stages.keyframe_stage(StageOptions(**{**opts.__dict__, "pool_cache": str(junk)}))
+    assert junk.read_bytes() == b"not a cache"  # never overwritten
 
 
 @pytest.mark.parametrize("value", ["1", "-0.5", "x"])
