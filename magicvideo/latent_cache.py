@@ -80,20 +80,31 @@ def write_latent_cache(out: str | Path, data, clips: int, vae, encoder, source: 
     return out
 
 
-def read_latent_cache(directory: str | Path) -> dict[str, Any]:
-    """A cache directory -> {"latents", "fps", "image_cond" tensors, "caption" list, "source"}.
-    Every problem names the file."""
+def read_cache_index(directory: str | Path) -> dict[str, Any]:
+    """The index (cache.json) of a cache directory, checked: format, clips, shards, source."""
     directory = Path(directory)
     index_file = directory / INDEX
     if not index_file.is_file():
         raise ValueError(f"{directory}: not a latent cache ({INDEX} missing; make one with magicvideo cache-latents)")
     try:
         index = json.loads(index_file.read_text())
-        shards = [(directory / s["file"], int(s["clips"])) for s in index["shards"]]
+        if not all(isinstance(s["file"], str) and int(s["clips"]) >= 1 for s in index["shards"]):
+            raise ValueError("a shard entry needs a file name and clips >= 1")
+        index["clips"] = int(index["clips"])
         if index.get("format") != FORMAT:
             raise ValueError(f"format {index.get('format')!r}, expected {FORMAT}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{index_file}: malformed ({err})") from None
+    return index
+
+
+def read_latent_cache(directory: str | Path) -> dict[str, Any]:
+    """A cache directory -> {"latents", "fps", "image_cond" tensors, "caption" list, "source"}.
+    Every problem names the file."""
+    directory = Path(directory)
+    index_file = directory / INDEX
+    index = read_cache_index(directory)
+    shards = [(directory / s["file"], int(s["clips"])) for s in index["shards"]]
     parts: dict[str, list] = {k: [] for k in (*TENSORS, "caption")}
     for path, count in shards:
         if path.parent.resolve() != directory.resolve():
@@ -120,4 +131,4 @@ def read_latent_cache(directory: str | Path) -> dict[str, Any]:
     return pool
 
 
-__all__ = ["encoded_batches", "read_latent_cache", "write_latent_cache"]
+__all__ = ["encoded_batches", "read_cache_index", "read_latent_cache", "write_latent_cache"]

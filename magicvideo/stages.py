@@ -345,7 +345,8 @@ def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder) -> dict[str,
     and image conditions. ``options.pool_cache`` is a latent-cache directory (the format of
     ``magicvideo cache-latents``) that keeps the pool between stages: reused when it was made
     with the same settings (recorded as its source), re-encoded otherwise."""
-    from .latent_cache import INDEX, TENSORS, encoded_batches, read_latent_cache, write_latent_cache
+    from .latent_cache import (INDEX, TENSORS, encoded_batches, read_cache_index, read_latent_cache,
+                               write_latent_cache)
 
     n, key = options.pool_clips, {"pool": _pool_key(options, data)}
     cache = Path(options.pool_cache) if options.pool_cache else None
@@ -357,9 +358,9 @@ def _clip_pool(options: StageOptions, data, vae: VideoVAE, encoder) -> dict[str,
         if not (cache / INDEX).is_file():
             raise ValueError(f"{cache}: not a clip-pool cache directory ({INDEX} missing); delete it or choose "
                              f"another --pool-cache")
-        pool = read_latent_cache(cache)
-        if pool["source"] == key and len(pool["caption"]) >= n:
-            return first_n(pool)
+        index = read_cache_index(cache)  # the shards are read only when they are the pool wanted
+        if index.get("source") == key and index["clips"] >= n:
+            return first_n(read_latent_cache(cache))
         print(f"{cache}: made with other settings or fewer clips; re-encoding")
     if cache is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes it
         return first_n(read_latent_cache(write_latent_cache(cache, data, n, vae, encoder, source=key, batch_size=32)))

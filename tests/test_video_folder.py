@@ -143,3 +143,34 @@ def test_latent_cache_round_trip_and_training(tmp_path, folder, capsys):
     assert main(["train", "--stage", "keyframe", "-o", str(tmp_path / "kf2"), *models, "--latent-cache", str(cache),
                  "--steps", "1", "-q"]) == 2
     assert "shard_00001.safetensors: not a readable safetensors file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("index, shard_meta, message", [
+    (None, {}, "cache.json missing"),
+    ("{not json", {}, "cache.json: malformed"),
+    ({"format": 2, "clips": 2, "shards": [{"file": "s.safetensors", "clips": 2}]}, {}, "format 2, expected 1"),
+    ({"format": 1, "clips": 2, "shards": [{"file": "s.safetensors"}]}, {}, "cache.json: malformed"),
+    ({"format": 1, "clips": 2, "shards": []}, {}, "the cache has no shards"),
+    ({"format": 1, "clips": 2, "shards": [{"file": "../s.safetensors", "clips": 2}]}, {}, "outside the cache"),
+    ({"format": 1, "clips": 3, "shards": [{"file": "s.safetensors", "clips": 3}]}, {}, "3 clips listed"),
+    ({"format": 1, "clips": 2, "shards": [{"file": "s.safetensors", "clips": 2}]}, None, "no caption list"),
+])
+def test_a_bad_latent_cache_is_named_with_its_problem(tmp_path, index, shard_meta, message):
+    from safetensors.torch import save_file
+
+    from magicvideo.latent_cache import read_latent_cache
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    tensors = {"latents": torch.zeros(2, 4, 2, 4, 4), "fps": torch.ones(2), "image_cond": torch.zeros(2, 1, 8)}
+    save_file(tensors, str(cache / "s.safetensors"),
+              metadata=None if shard_meta is None else {"captions": json.dumps(["a", "b"])})
+    save_file(tensors, str(tmp_path / "s.safetensors"), metadata={"captions": json.dumps(["a", "b"])})
+    if index is not None:
+        (cache / "cache.json").write_text(index if isinstance(index, str) else json.dumps(index))
+    with pytest.raises(ValueError, match=message):
+        read_latent_cache(cache)
+    good = {"format": 1, "clips": 2, "shards": [{"file": "s.safetensors", "clips": 2}]}
+    if shard_meta is not None:
+        (cache / "cache.json").write_text(json.dumps(good))
+        assert read_latent_cache(cache)["caption"] == ["a", "b"]  # the same files, a good index: read
