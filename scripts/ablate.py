@@ -1,7 +1,7 @@
 """The paper's ablations on the shapes domain: same data, same steps, same seeds, one change each.
 
     python scripts/ablate.py [--steps 1200] [--pool-clips 2000] [--prompts 24] [--run runs/ablate]
-                             [--only baseline conv1d ...] [--out runs/ablate/results.json] [--base PIPELINE]
+                             [--only baseline conv1d ...] [--out runs/ablate/results.json] [--base PIPELINE] [--seed 0]
 
 Every variant trains a fresh tiny keyframe VideoUNet on the shipped VAE and encoder: half the
 steps unsupervised (image embeddings as proxy text), half on captions. One thing changes:
@@ -42,7 +42,7 @@ VARIANTS = {
 
 def train(run: Path, variant: str, args, shipped: Path) -> Path:
     common = ["--vae", str(shipped / "vae"), "--encoder", str(shipped / "encoder"), "--batch-size", "8",
-              "--pool-clips", str(args.pool_clips), "--lr", "3e-4", "--seed", "0", "-q"]
+              "--pool-clips", str(args.pool_clips), "--lr", "3e-4", "--seed", str(args.seed), "-q"]
     unet = [x for override in VARIANTS[variant] for x in ("--unet", override)]
 
     def stage(out: Path, condition: str, steps: int, extra: list[str]) -> None:
@@ -101,6 +101,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1200, help="training steps per variant (all stages)")
     parser.add_argument("--pool-clips", type=int, default=2000)
     parser.add_argument("--prompts", type=int, default=24, help="seen prompts generated per variant")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every variant (use a new --run per seed)")
     parser.add_argument("--run", type=Path, default=Path("runs/ablate"))
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/results.json)")
