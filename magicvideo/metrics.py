@@ -140,6 +140,8 @@ def evaluate_videos(generated: Sequence[np.ndarray], prompts: Sequence[str | Non
         if fvd_net is not None:
             report["fvd"] = frechet_distance_of_features(network_features(fvd_net, clip_batches(generated), "--fvd-net"),
                                                          network_features(fvd_net, clip_batches(reference), "--fvd-net"))
+    if reference is None and not any(prompts):
+        return report  # no image-tower metric has anything to compare with
     embeddings = encoder_frame_embeddings(encoder, generated)  # once, for the fallbacks and CLIPSIM
     if reference is not None:
         ref_embeddings = encoder_frame_embeddings(encoder, reference)
