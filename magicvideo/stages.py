@@ -169,10 +169,16 @@ def object_weights(frames: torch.Tensor, weight: float, threshold: float = 0.1, 
 
 
 def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: float = 9.0) -> Stage:
-    preset = get_preset(options.preset)
+    """The image VAE on single frames. With ``--init-from`` a trained VAE's decoder is
+    finetuned and its encoder, latent scaling and temporal layers are kept: the latent space
+    does not move, so diffusion models trained on it stay valid (as SD's finetuned decoders)."""
     device = torch.device(options.device)
-    model = VideoVAE(preset.vae).to(device)
+    finetune = options.init_from is not None
+    model = (_load_vae(options.init_from) if finetune else VideoVAE(get_preset(options.preset).vae)).to(device)
     model.temporal_layers.requires_grad_(False)  # trained later, in the videovae stage
+    if finetune:
+        for frozen in (model.vae.encoder, model.vae.quant_conv):
+            frozen.requires_grad_(False)
     data = _dataset(options, num_frames=2)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> torch.Tensor:
@@ -181,7 +187,8 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
         return torch.stack([item["video"][:, step % 2] for item in items]).to(device)
 
     def loss(frames: torch.Tensor, gen: torch.Generator):
-        posterior = model.vae.encode(frames).latent_dist
+        with torch.set_grad_enabled(not finetune):
+            posterior = model.vae.encode(frames).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
         recon = model.vae.decode(z).sample
         err = recon - frames
@@ -191,6 +198,9 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
         return weighted + kl_weight * kl, {"mse": err.square().mean().item(), "kl": kl.item()}
 
     def save(trained: VideoVAE, directory: Path) -> None:
+        if finetune:  # same encoder, same scaling: the latents of the initial VAE
+            trained.save_pretrained(directory)
+            return
         # SD's convention: scale latents to unit variance for the diffusion model
         with torch.no_grad():
             frames = torch.cat([make_batch(10_000 + i, 16) for i in range(4)])
@@ -208,7 +218,8 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
         grid = torch.cat([torch.cat([video[i], recon[i]], dim=-1) for i in range(2)], dim=-2)
         write_video(_preview_frames(grid), stem.with_suffix(".gif"), fps=4)
 
-    return Stage("vae", model, loss, make_batch, save, sample, describe={"preset": options.preset})
+    return Stage("vae", model, loss, make_batch, save, sample,
+                 describe={"preset": options.preset, "init_from": options.init_from})
 
 
 # -- videovae -----------------------------------------------------------------------------

@@ -147,6 +147,25 @@ def test_videovae_stage_trains_only_the_temporal_layers(tmp_path):
     assert (tmp_path / "vv" / "samples" / "final.gif").is_file()
 
 
+def test_vae_init_from_finetunes_only_the_decoder(tmp_path):
+    """The latent space of the initial VAE is kept: same encoder, same latents, same scaling."""
+    from magicvideo.config import VideoVAEConfig
+
+    torch.manual_seed(0)
+    VideoVAE(VideoVAEConfig(scaling_factor=0.5)).save_pretrained(tmp_path / "vae")
+    assert main(["train", "--stage", "vae", "-o", str(tmp_path / "ft"), "--init-from", str(tmp_path / "vae"),
+                 "--steps", "3", "--batch-size", "2", "--lr", "1e-2", "--ema-decay", "0", "-q"]) == 0
+    before, after = VideoVAE.from_pretrained(tmp_path / "vae"), VideoVAE.from_pretrained(tmp_path / "ft" / "model")
+    old, new = before.state_dict(), after.state_dict()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and all(k.startswith(("vae.decoder.", "vae.post_quant_conv.")) for k in changed)
+    assert after.config == before.config  # scaling factor not re-estimated
+    video = torch.rand(1, 3, 2, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(before.encode(video), after.encode(video))
+        assert not torch.allclose(before.decode(before.encode(video)), after.decode(after.encode(video)))
+
+
 def test_videovae_stage_needs_a_vae(tmp_path, capsys):
     assert main(["train", "--stage", "videovae", "-o", str(tmp_path), "--steps", "1"]) == 2
     assert "--vae" in capsys.readouterr().err
