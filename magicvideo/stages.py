@@ -223,9 +223,11 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
 
 
 # -- videovae -----------------------------------------------------------------------------
-def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
+def videovae_stage(options: StageOptions, object_weight: float = 9.0, dithering_weight: float = 1.0) -> Stage:
     """Train only the decoder's directed temporal layers of a trained VAE (``--vae``) on
-    clips, with the frame-wise reconstruction loss; encoder and image decoder stay frozen."""
+    clips, with the frame-wise reconstruction loss plus a dithering term (the L1 error of the
+    frame-to-frame differences, what the temporal layers are there to fix); encoder and image
+    decoder stay frozen."""
     if options.vae is None:
         raise ValueError("the videovae stage needs --vae DIR (a trained VAE model directory)")
     device = torch.device(options.device)
@@ -244,7 +246,11 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0) -> Stage:
         err = model.decode(latents) - video
         w = unfold_frames(object_weights(fold_frames(video), object_weight), video.shape[2])
         weighted = ((err.square() + err.abs()) * w).mean() / w.mean()
-        return weighted, {"mse": err.square().mean().item()}
+        # decoded minus true frame-to-frame change = change of the error; weighted where
+        # either frame has the object
+        w_pair = torch.maximum(w[:, :, 1:], w[:, :, :-1])
+        dither = ((err[:, :, 1:] - err[:, :, :-1]).abs() * w_pair).mean() / w_pair.mean()
+        return weighted + dithering_weight * dither, {"mse": err.square().mean().item(), "dithering": dither.item()}
 
     def save(trained: VideoVAE, directory: Path) -> None:
         trained.save_pretrained(directory)

@@ -2,10 +2,12 @@
 
     python scripts/ship_pipeline.py RUN TARGET [--base PIPELINE] [--wall KEY=SECONDS ...]
 
-Takes RUN/keyframe_cond/model (the condition-embedding finetune) or else RUN/keyframe/model, RUN/lit/model (encoder), RUN/videovae/model or else RUN/vae/model,
-and, when present, RUN/interpolation/model and RUN/sr/model. With ``--base``, the keyframe,
-encoder and VAE stages (and the keyframe noise schedule) that RUN lacks come from an existing
-pipeline directory (the cascade stages trained on top of a shipped keyframe model). The
+Takes RUN/keyframe_cond/model (the condition-embedding finetune) or else RUN/keyframe/model,
+RUN/lit/model (encoder), RUN/videovae/model or else RUN/vae_decoder/model (the decoder
+finetune) or else RUN/vae/model, and, when present, RUN/interpolation/model and RUN/sr/model.
+With ``--base``, the keyframe, encoder and VAE stages (and the keyframe noise schedule) that
+RUN lacks come from an existing pipeline directory (the cascade stages trained on top of a
+shipped keyframe model). The
 keyframe noise schedule is read from the keyframe run's metrics (what it was trained with).
 TARGET/training_metrics.json gets the first and last metrics record of every stage, plus the
 given wall-clock figures; records and figures already in TARGET's (or the base's) metrics file
@@ -24,7 +26,8 @@ from magicvideo.models.encoders import load_encoder
 from magicvideo.models.sr_unet import SRUNet
 from magicvideo.pipeline import MagicVideoPipeline
 
-STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "keyframe_cond", "videovae", "interpolation", "sr")
+STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "keyframe_cond", "vae_decoder", "videovae", "interpolation",
+              "sr")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -51,7 +54,8 @@ def main() -> None:
         schedule = NoiseSchedule(**read_metrics(run / keyframe / "metrics.jsonl")[0]["schedule"])
     else:
         schedule = base_pipe.schedule
-    vae_dir = run / "videovae" / "model" if (run / "videovae" / "model").is_dir() else pick("vae", "vae")
+    vae_dir = next((run / d / "model" for d in ("videovae", "vae_decoder") if (run / d / "model").is_dir()),
+                   pick("vae", "vae"))
     optional = {}
     for stage, cls in (("interpolation", VideoUNet), ("sr", SRUNet)):
         if (run / stage / "model").is_dir():

@@ -54,11 +54,15 @@ fi
 magicvideo train --stage keyframe --condition text -o "$RUN/keyframe_cond" --vae "$VAE" --encoder "$ENCODER" \
   --init-from "$KEYFRAME" --pool-clips "$(steps 4000)" --pool-cache "$RUN/clip_pool_text" \
   --steps "$(steps 1600)" --batch-size 8 --lr 2e-4 $(resume "$RUN/keyframe_cond")
+# 6. the VAE decoder finetuned with the object-weighted loss (corners: squares vs circles); the
+#    encoder and the latent scaling are kept, so the keyframe model's latent space does not move
+magicvideo train --stage vae --init-from "$VAE" -o "$RUN/vae_decoder" --steps "$(steps 1500)" --batch-size 16 \
+  --lr 3e-4 --seed 1 $(resume "$RUN/vae_decoder")
 
 WALL_KEY=$([ -z "$BASE" ] && echo wall_s || echo wall_s_keyframe_cond)
 python3 scripts/ship_pipeline.py "$RUN" "$TARGET" ${BASE:+--base "$BASE"} --wall "$WALL_KEY=$(( $(date +%s) - START ))"
 
-# 6-8. the cascade stages (super-resolution, interpolation, VideoVAE) on top of what was just
+# 7-9. the cascade stages (super-resolution, interpolation, VideoVAE) on top of what was just
 # shipped; with BASE they are kept from it (they do not depend on the keyframe model)
 if [ -z "$BASE" ]; then
   SCALE="$SCALE" SHIP="$SHIP" bash scripts/train_cascade.sh "$RUN/cascade" "$TARGET"
