@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--vae", default=None, help="trained VAE model directory (videovae and keyframe stages)")
     tr.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory (keyframe stage)")
     tr.add_argument("--init-from", default=None, help="initial weights: a U-Net (our model dir or an SD folder/file); for the vae "
-                         "stage a trained VAE whose decoder is finetuned (encoder and latents kept)")
+                         "stage a trained VAE whose decoder is finetuned (encoder and latents kept); for "
+                         "the sr stage a trained SR model")
     tr.add_argument("--data", default=None,
                     help="train on a folder of videos (captions.csv/.jsonl for captioned stages) instead of "
                          "the shapes domain")

@@ -546,14 +546,20 @@ def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = 
     return F.avg_pool2d(high[None], scale)[0], high
 
 
-def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
-    """The 4x pixel-space SR U-Net on single frames, object-centred ``crop`` x ``crop``
-    low-res crops (the model is fully convolutional), with noise-conditioning augmentation."""
+def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.25) -> Stage:
+    """The 4x pixel-space SR U-Net on single frames, ``crop`` x ``crop`` low-res crops (the
+    model is fully convolutional), with noise-conditioning augmentation. Crops are centred
+    on the object, except a ``background_crops`` fraction placed anywhere: whole frames are
+    mostly black, and noise left on a flat background costs SSIM. ``--init-from``: go on
+    training a trained SR model."""
     from .models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res
 
-    cfg = get_preset(options.preset).sr
     device = torch.device(options.device)
-    model = SRUNet(cfg).to(device)
+    if options.init_from is not None:
+        model = SRUNet.from_pretrained(options.init_from).to(device)
+    else:
+        model = SRUNet(get_preset(options.preset).sr).to(device)
+    cfg = model.config
     schedule = SR_SCHEDULE
     alphas_cumprod = schedule.alphas_cumprod()
 
@@ -564,6 +570,8 @@ def sr_stage(options: StageOptions, crop: int = 32) -> Stage:
             rng = np.random.default_rng([options.seed, step, i, 11])
             ys, xs = np.nonzero((low > -0.9).any(dim=0).numpy())
             cy, cx = (int(ys.mean()), int(xs.mean())) if len(ys) else (cfg.low_res_size // 2,) * 2
+            if rng.random() < background_crops:
+                cy, cx = rng.integers(crop // 2, cfg.low_res_size - crop // 2 + 1, size=2)
             top = int(np.clip(cy - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, cfg.low_res_size - crop))
             left = int(np.clip(cx - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, cfg.low_res_size - crop))
             lows.append(low[:, top : top + crop, left : left + crop])

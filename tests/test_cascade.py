@@ -142,6 +142,20 @@ def test_sr_stage_regresses_the_residual_over_bicubic():
     assert loss < ((high**2).mean()) / 10  # much less than predicting the frame itself
 
 
+def test_sr_stage_goes_on_from_a_trained_model_and_sees_the_background(tmp_path, parts):
+    from magicvideo.stages import StageOptions, sr_stage
+
+    parts[4].save_pretrained(tmp_path / "sr")
+    stage = sr_stage(StageOptions(init_from=str(tmp_path / "sr")), crop=16)  # 16 of the model's 32 px
+    for k, v in parts[4].state_dict().items():
+        assert torch.equal(stage.model.state_dict()[k], v)
+    low, _ = stage.make_batch(0, 64)
+    has_object = (low > -0.9).flatten(1).any(dim=1)
+    assert 0 < (~has_object).sum() < 32  # mostly object-centred crops, some of the empty background
+    only_object = sr_stage(StageOptions(init_from=str(tmp_path / "sr")), crop=16, background_crops=0.0)
+    assert (only_object.make_batch(0, 64)[0] > -0.9).flatten(1).any(dim=1).all()
+
+
 def test_sr_training_pairs_are_the_same_scene():
     from magicvideo.stages import sr_frame_pair
 
