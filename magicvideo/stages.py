@@ -608,4 +608,5 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
         Image.fromarray(image).save(stem.with_suffix(".png"))
 
     return Stage("sr", model, loss, make_batch, save, sample,
-                 describe={"preset": options.preset, "crop": crop, "schedule": dataclasses.asdict(schedule)})
+                 describe={"preset": options.preset, "crop": crop, "background_crops": background_crops,
+                           "init_from": options.init_from, "schedule": dataclasses.asdict(schedule)})
