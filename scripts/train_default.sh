@@ -10,12 +10,14 @@
 # Step 5, the condition-embedding finetune of the keyframe model, was run on top of the
 # shipped model with BASE=magicvideo/weights/default: it adds the zero-initialised embedding
 # of the prompt to the timestep embedding (VideoUNetConfig.use_condition_embedding) and goes
-# on training on captions. Two differences from a run from scratch: the shipped VAE predates
-# the object-weighted VAE loss, and from scratch the tiny preset has the condition embedding
-# from step 3 on.
+# on training on captions. Then scripts/refine_default.sh finetuned the shipped VAE's decoder
+# with the object-weighted loss (step 6 here) and retrained the VideoVAE and SR stages. Two
+# differences from a run from scratch: the shipped VAE's encoder predates the object-weighted
+# VAE loss, and from scratch the tiny preset has the condition embedding from step 3 on.
 #
 # Time on 2 CPU cores: steps 1-4 took 83 minutes (4,970 s) on the machine of the shipped run;
-# step 5 takes about 15 minutes of clip encoding plus 1.8 s per step on a machine twice slower.
+# step 5 takes about 15 minutes of clip encoding plus 1.8 s per step on a machine twice slower,
+# step 6 about 30 minutes (1.2 s per step).
 # The cascade stages follow (scripts/train_cascade.sh, about 60 minutes). Step counts can be
 # scaled with SCALE=0.1 for a quick smoke run (the result is then not shipped unless SHIP=1).
 set -euo pipefail
@@ -55,9 +57,12 @@ magicvideo train --stage keyframe --condition text -o "$RUN/keyframe_cond" --vae
   --init-from "$KEYFRAME" --pool-clips "$(steps 4000)" --pool-cache "$RUN/clip_pool_text" \
   --steps "$(steps 1600)" --batch-size 8 --lr 2e-4 $(resume "$RUN/keyframe_cond")
 # 6. the VAE decoder finetuned with the object-weighted loss (corners: squares vs circles); the
-#    encoder and the latent scaling are kept, so the keyframe model's latent space does not move
-magicvideo train --stage vae --init-from "$VAE" -o "$RUN/vae_decoder" --steps "$(steps 1500)" --batch-size 16 \
-  --lr 3e-4 --seed 1 $(resume "$RUN/vae_decoder")
+#    encoder and the latent scaling are kept, so the keyframe model's latent space does not move.
+#    (With BASE: scripts/refine_default.sh, which also retrains the VideoVAE and SR on top.)
+if [ -z "$BASE" ]; then
+  magicvideo train --stage vae --init-from "$VAE" -o "$RUN/vae_decoder" --steps "$(steps 1500)" --batch-size 16 \
+    --lr 3e-4 --seed 1 $(resume "$RUN/vae_decoder")
+fi
 
 WALL_KEY=$([ -z "$BASE" ] && echo wall_s || echo wall_s_keyframe_cond)
 python3 scripts/ship_pipeline.py "$RUN" "$TARGET" ${BASE:+--base "$BASE"} --wall "$WALL_KEY=$(( $(date +%s) - START ))"
