@@ -229,6 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
+                           object_weight=args.object_weight,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
                            num_frames=args.num_frames, device=args.device, unet_overrides=tuple(args.unet),
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keyframe stage: train from a directory made by `magicvideo cache-latents`")
     tr.add_argument("--gradient-checkpointing", action="store_true",
                     help="U-Net stages: recompute activations in the backward pass (less memory, ~30%% more time)")
+    tr.add_argument("--object-weight", type=float, default=0.0,
+                    help="keyframe stage: weight the loss 1+W on latent pixels off the frame's background "
+                         "(on the shapes domain: the object, whose few latent pixels decide its shape)")
     tr.add_argument("--pool-clips", type=int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--pool-cache", default=None,

@@ -90,6 +90,20 @@ def test_object_weights_cover_the_object_and_a_margin():
     assert int((w == 10.0).sum()) == 7 * 7
 
 
+def test_latent_object_weights_find_what_differs_from_the_background():
+    from magicvideo.stages import latent_object_weights
+
+    latents = torch.randn(1, 4, 1, 1, 1).expand(1, 4, 2, 16, 16).clone()  # flat background
+    latents[0, :, 0, 5:7, 5:7] += torch.tensor([3.0, -2.0, 1.0, 0.5])[:, None, None]  # frame 0: a 2x2 object
+    latents[0, :, 0, 12, 2] += 0.2  # a faint speck, under a quarter of the object's difference
+    latents[0, :, 1, 9, 9] -= 4.0  # frame 1: a one-pixel object elsewhere
+    w = latent_object_weights(latents, weight=4.0)[0, 0]
+    assert int((w[0] == 5.0).sum()) == 4 * 4 and bool((w[0, 4:8, 4:8] == 5.0).all())  # object + 1 px around
+    assert w[0, 12, 2] == 1.0 and w[0, 0, 0] == 1.0
+    assert int((w[1] == 5.0).sum()) == 3 * 3 and w[1, 9, 9] == 5.0  # each frame its own object
+    assert bool((latent_object_weights(latents, weight=0.0) == 1.0).all())
+
+
 def test_clip_pool_cache_is_reused_only_when_it_matches(tmp_path, monkeypatch, capsys):
     from magicvideo import stages
     from magicvideo.config import VideoVAEConfig
