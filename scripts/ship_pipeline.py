@@ -2,7 +2,8 @@
 
     python scripts/ship_pipeline.py RUN TARGET [--base PIPELINE] [--wall KEY=SECONDS ...]
 
-Takes RUN/keyframe_cond/model (the condition-embedding finetune) or else RUN/keyframe/model,
+Takes RUN/keyframe_object/model (the object-weighted finetune) or else RUN/keyframe_cond/model
+(the condition-embedding finetune) or else RUN/keyframe/model,
 RUN/lit/model (encoder), RUN/videovae/model or else RUN/vae_decoder/model (the decoder
 finetune) or else RUN/vae/model, and, when present, RUN/interpolation/model and RUN/sr/model.
 With ``--base``, the keyframe, encoder and VAE stages (and the keyframe noise schedule) that
@@ -26,8 +27,8 @@ from magicvideo.models.encoders import load_encoder
 from magicvideo.models.sr_unet import SRUNet
 from magicvideo.pipeline import MagicVideoPipeline
 
-STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "keyframe_cond", "vae_decoder", "videovae", "interpolation",
-              "sr")
+STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "keyframe_cond", "keyframe_object", "vae_decoder", "videovae",
+              "interpolation", "sr")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -48,7 +49,7 @@ def main() -> None:
             return run / run_stage / "model"
         return base / base_stage
 
-    keyframe = "keyframe_cond" if (run / "keyframe_cond" / "model").is_dir() else "keyframe"
+    keyframe = next((d for d in ("keyframe_object", "keyframe_cond") if (run / d / "model").is_dir()), "keyframe")
     base_pipe = MagicVideoPipeline.from_pretrained(base) if base is not None else None
     if (run / keyframe / "metrics.jsonl").is_file() or base_pipe is None:
         schedule = NoiseSchedule(**read_metrics(run / keyframe / "metrics.jsonl")[0]["schedule"])
