@@ -1,9 +1,10 @@
 """Our VideoUNet vs diffusers' video U-Nets at matched size: time and memory of a step.
 
     python benchmarks/unet_step.py [--widths 32 64 64] [--frames 16] [--size 32] [--head-dim 8]
-                                   [--repeats 5] [--device cpu|cuda] [--dtype float32|bfloat16]
+                                   [--layers-per-block 1] [--repeats 5] [--device cpu|cuda]
+                                   [--dtype float32|bfloat16] [--gradient-checkpointing] [--compile]
 
-Peers, built from diffusers with the same widths, resnets per level, attention levels
+Peers, built from diffusers with the same widths, resnets per level (``--layers-per-block``), attention levels
 (all but the deepest), attention heads, cross-attention width, frames and latent size:
 
 * ``UNet3DConditionModel`` (ModelScope / VideoCrafter 1 style): 2D resnets followed by a
@@ -16,10 +17,15 @@ All models run in one process; each repeat runs every model once, in turn (inter
 that machine noise hits them alike; the best repeat is reported. "train" is forward +
 backward of an MSE loss; "infer" is a forward pass under ``torch.no_grad``.
 
-Memory: on CUDA, ``torch.cuda.max_memory_allocated`` of a training step. On CPU (no
+Memory: on CUDA, the peak ``torch.cuda.max_memory_allocated`` of a training step above what was
+allocated before it (the activations and the model's gradients; every model's gradients are
+freed first), plus the model's weights. On CPU (no
 allocator statistics) the bytes of distinct tensors autograd keeps for backward (the
 activations, which dominate a training step's peak), counted with saved-tensor hooks, plus
 parameters and their gradients.
+
+``--compile`` runs every model through ``torch.compile`` (FLOPs are counted eagerly first; the
+compile time, taken by a first training and inference call, is printed and not timed).
 
 Exits non-zero when ours is not >= ``--min-speedup`` times faster per training step than
 ``UNet3DConditionModel`` or its memory is above ``--max-memory-ratio`` times that model's.
@@ -38,7 +44,8 @@ from torch import nn
 from magicvideo.models import count_flops
 
 
-def build_models(widths: tuple[int, ...], head_dim: int, frames: int, size: int, ctx_dim: int) -> dict[str, nn.Module]:
+def build_models(widths: tuple[int, ...], head_dim: int, frames: int, size: int, ctx_dim: int,
+                 layers: int = 1) -> dict[str, nn.Module]:
     from diffusers import UNet3DConditionModel, UNetMotionModel
 
     from magicvideo import VideoUNet
@@ -50,11 +57,12 @@ def build_models(widths: tuple[int, ...], head_dim: int, frames: int, size: int,
     down3d = tuple("CrossAttnDownBlock3D" if a else "DownBlock3D" for a in attention)
     down_motion = tuple("CrossAttnDownBlockMotion" if a else "DownBlockMotion" for a in attention)
     groups = min(32, min(widths))
-    common = dict(sample_size=size, in_channels=4, out_channels=4, block_out_channels=widths, layers_per_block=1,
+    common = dict(sample_size=size, in_channels=4, out_channels=4, block_out_channels=widths, layers_per_block=layers,
                   cross_attention_dim=ctx_dim, norm_num_groups=groups)
     torch.manual_seed(0)
     return {
-        "ours": VideoUNet(VideoUNetConfig(block_out_channels=widths, attention_levels=attention, num_attention_heads=heads,
+        "ours": VideoUNet(VideoUNetConfig(block_out_channels=widths, layers_per_block=layers,
+                                          attention_levels=attention, num_attention_heads=heads,
                                           cross_attention_dim=ctx_dim, norm_num_groups=groups, max_frames=frames,
                                           sample_size=size)),
         # UNet3DConditionModel's blocks read ``attention_head_dim`` as channels per head (heads =
@@ -113,18 +121,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--head-dim", type=int, default=8, help="channels per attention head (all models)")
+    parser.add_argument("--layers-per-block", type=int, default=1, help="resnets per down level (all models)")
     parser.add_argument("--context-dim", type=int, default=768)
     parser.add_argument("--tokens", type=int, default=77)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (after counting FLOPs)")
     parser.add_argument("--min-speedup", type=float, default=1.5)
     parser.add_argument("--max-memory-ratio", type=float, default=0.7)
     args = parser.parse_args()
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    models = build_models(tuple(args.widths), args.head_dim, args.frames, args.size, args.context_dim)
+    models = build_models(tuple(args.widths), args.head_dim, args.frames, args.size, args.context_dim,
+                          args.layers_per_block)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 4, args.frames, args.size, args.size, generator=g).to(device, dtype)
     ctx = torch.randn(args.batch, args.tokens, args.context_dim, generator=g).to(device, dtype)
@@ -133,18 +144,36 @@ def main() -> None:
     for name, model in models.items():
         model.to(device, dtype).train()
         if args.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
+            if getattr(model, "_supports_gradient_checkpointing", True):
+                model.enable_gradient_checkpointing()
+            else:
+                print(f"{name}: diffusers does not support gradient checkpointing for it; it runs without")
         calls[name] = make_call(name, model, x, t, ctx)
 
-    flops, memory = {}, {}
+    flops = {name: count_flops(call, backward=True) for name, call in calls.items()}
+    if args.compile:
+        for name, model in models.items():
+            calls[name] = make_call(name, torch.compile(model), x, t, ctx)
+            start = time.perf_counter()
+            train_step(calls[name], model)
+            with torch.no_grad():
+                calls[name]()
+            synchronize(device)
+            print(f"{name}: compiled in {time.perf_counter() - start:.1f} s", flush=True)
+    memory = {}
     for name, call in calls.items():
-        flops[name] = count_flops(call, backward=True)
         params = sum(p.numel() * p.element_size() for p in models[name].parameters())
         if device.type == "cuda":
+            # all models stay on the GPU: count what this model's step adds (activations and its
+            # gradients) above what is allocated before it, plus its own weights
+            for model in models.values():
+                model.zero_grad(set_to_none=True)
+            synchronize(device)
+            before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
             train_step(call, models[name])
             synchronize(device)
-            memory[name] = torch.cuda.max_memory_allocated()
+            memory[name] = torch.cuda.max_memory_allocated() - before + params
         else:
             memory[name] = saved_activation_bytes(call, models[name]) + 2 * params
         models[name].zero_grad(set_to_none=True)
@@ -166,9 +195,10 @@ def main() -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"{where}, torch {torch.__version__}, {args.dtype}; batch {args.batch} x {args.frames} frames of 4x{args.size}x{args.size} "
-          f"latents, widths {tuple(args.widths)}, head dim {args.head_dim}, {args.tokens}x{args.context_dim} tokens; "
-          f"best of {args.repeats} interleaved repeats")
-    mem_label = "peak alloc MB" if device.type == "cuda" else "saved+params+grads MB"
+          f"latents, widths {tuple(args.widths)}, {args.layers_per_block} resnet(s) per level, head dim {args.head_dim}, "
+          f"{args.tokens}x{args.context_dim} tokens{', gradient checkpointing' if args.gradient_checkpointing else ''}"
+          f"{', torch.compile' if args.compile else ''}; best of {args.repeats} interleaved repeats")
+    mem_label = "step peak+params MB" if device.type == "cuda" else "saved+params+grads MB"
     print(f"{'model':<22} {'params':>8} {'train GFLOP':>12} {'train s':>8} {'GFLOP/s':>8} {'infer s':>8} {mem_label:>22}")
     for name in calls:
         params = sum(p.numel() for p in models[name].parameters())
