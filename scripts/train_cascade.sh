@@ -9,13 +9,9 @@
 # scripts/train_default.sh runs this at its end. About 35 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 RUN=${1:-runs/default}
-DEFAULT=$(python3 -c "from magicvideo.pipeline import DEFAULT_PIPELINE; print(DEFAULT_PIPELINE)")
 BASE=${2:-$DEFAULT}
-SCALE=${SCALE:-1}
-SHIP=${SHIP:-$([ "$SCALE" = "1" ] && echo 1 || echo 0)}
-steps() { python3 -c "print(max(1, int(round($1 * float('$SCALE')))))"; }
-resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 mkdir -p "$RUN"
 START=$(date +%s)
 

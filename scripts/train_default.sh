@@ -22,16 +22,12 @@
 # scaled with SCALE=0.1 for a quick smoke run (the result is then not shipped unless SHIP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 RUN=${1:-runs/default}
-SCALE=${SCALE:-1}
-SHIP=${SHIP:-$([ "$SCALE" = "1" ] && echo 1 || echo 0)}
 BASE=${BASE:-}
-steps() { python3 -c "import sys; print(max(1, int(round($1 * float('$SCALE')))))"; }
 mkdir -p "$RUN"
 START=$(date +%s)
-
-resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
-TARGET=$([ "$SHIP" = "1" ] && python3 -c "from magicvideo.pipeline import DEFAULT_PIPELINE; print(DEFAULT_PIPELINE)" || echo "$RUN/pipeline")
+TARGET=$([ "$SHIP" = "1" ] && echo "$DEFAULT" || echo "$RUN/pipeline")
 
 if [ -z "$BASE" ]; then
   # 1. image VAE on single frames (f=4: 64x64 frames -> 4x16x16 latents), loss weighted onto the object
