@@ -8,17 +8,13 @@
 #    so the keyframe and interpolation models stay valid): squares keep their corners;
 # 2. the VideoVAE temporal layers retrained on that decoder, with the dithering term;
 # 3. the SR model trained on, with a quarter of its crops on the empty background.
-# About 30 + 21 + 13 minutes on 2 CPU cores. The result replaces BASE_PIPELINE when SHIP=1
+# About 61 minutes on 2 CPU cores (3,683 s on 2026-11-27). The result replaces BASE_PIPELINE when SHIP=1
 # (the default at SCALE=1), else goes to RUN_DIR/pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 RUN=${1:-runs/refine}
-DEFAULT=$(python3 -c "from magicvideo.pipeline import DEFAULT_PIPELINE; print(DEFAULT_PIPELINE)")
 BASE=${2:-$DEFAULT}
-SCALE=${SCALE:-1}
-SHIP=${SHIP:-$([ "$SCALE" = "1" ] && echo 1 || echo 0)}
-steps() { python3 -c "print(max(1, int(round($1 * float('$SCALE')))))"; }
-resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 mkdir -p "$RUN"
 START=$(date +%s)
 
