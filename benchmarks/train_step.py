@@ -8,8 +8,9 @@ Each configuration runs in its own child process; its peak memory is reported ne
 fp32 weights + gradients + AdamW state (16 bytes per parameter): on CPU the peak RSS (Linux
 VmHWM: Python, torch, weights, AdamW state and the largest step's activations), on CUDA
 ``torch.cuda.max_memory_allocated``. ``--mixed-precision bf16`` runs forward and backward
-under bfloat16 autocast with float32 weights and optimizer, as ``magicvideo train`` does. A step is forward + backward + AdamW
-on the v-prediction loss, batch of ``--batch`` clips of ``--frames`` latent frames. The
+under bfloat16 autocast with float32 weights and optimizer, as ``magicvideo train`` does. A
+step is forward + backward + AdamW on the v-prediction loss, batch of ``--batch`` clips of
+``--frames`` latent frames. The
 "mid" config is SD's layout at a quarter of its width: (80, 160, 320, 320) channels, two
 resnets per level, 768-d tokens, 32x32 latents (256x256 video with the f=8 VAE); "sd15" is
 the full ``sd15`` preset (a GPU config).
