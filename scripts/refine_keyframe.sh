@@ -7,8 +7,8 @@
 #   DEVICE=cuda bash scripts/refine_keyframe.sh [RUN_DIR] [BASE_PIPELINE]
 #
 # The shipped model was made on one NVIDIA H100: 294 s (about 35 s of pool encoding, then
-# ~10 steps/s). DEVICE defaults to cpu, where a step of 32 clips takes about 8 s on 2 cores
-# (5-6 hours; SCALE=0.1 for a short run). The result replaces BASE_PIPELINE when SHIP=1 (the
+# ~10 steps/s). DEVICE defaults to cpu: on 2 cores a step of 8 clips takes 2.1 s, so this
+# recipe would take 5-6 hours (SCALE=0.1 for a short run). The result replaces BASE_PIPELINE when SHIP=1 (the
 # default at SCALE=1), else goes to RUN_DIR/pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
