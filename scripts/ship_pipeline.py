@@ -12,7 +12,8 @@ shipped keyframe model). The
 keyframe noise schedule is read from the keyframe run's metrics (what it was trained with).
 TARGET/training_metrics.json gets the first and last metrics record of every stage, plus the
 given wall-clock figures; records and figures already in TARGET's (or the base's) metrics file
-are kept unless RUN has them again.
+are kept unless RUN has them again (with ``--keep-previous``, the earlier record of a stage that
+RUN trained on goes to STAGE_round1, STAGE_round2, ...).
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def main() -> None:
     parser.add_argument("target", type=Path)
     parser.add_argument("--base", type=Path, default=None, help="pipeline giving the stages RUN lacks")
     parser.add_argument("--wall", action="append", default=[], help="KEY=SECONDS to record")
+    parser.add_argument("--keep-previous", action="store_true",
+                        help="a stage RUN trained on top of an earlier run of the same stage (a second round): "
+                             "keep the earlier record as STAGE_round1 (round2, ...) instead of replacing it")
     args = parser.parse_args()
     run, base = args.run, args.base
 
@@ -75,6 +79,9 @@ def main() -> None:
     for stage in STAGE_DIRS:
         if (run / stage / "metrics.jsonl").is_file():
             lines = read_metrics(run / stage / "metrics.jsonl")
+            if args.keep_previous and stage in metrics:
+                rounds = 1 + sum(key.startswith(f"{stage}_round") for key in metrics)
+                metrics[f"{stage}_round{rounds}"] = metrics.pop(stage)
             metrics[stage] = {"start": next(l for l in lines if l.get("event") == "start"),
                               "last": [l for l in lines if "step" in l][-1]}
     for item in args.wall:
