@@ -8,10 +8,11 @@
 #   DEVICE=cuda bash scripts/refine_keyframe.sh [RUN_DIR] [BASE_PIPELINE]
 #
 # The shipped model was made on one NVIDIA H100: 293 s and 278 s (about 35 s of pool encoding,
-# then 7-13 steps/s). DEVICE defaults to cpu: on 2 cores a step of 8 clips takes 2.1 s, so this
-# recipe would take 10-12 hours there (SCALE=0.01 scales steps and pool for a smoke run). The result replaces
-# BASE_PIPELINE when SHIP=1 (the default at SCALE=1), else goes to RUN_DIR/pipeline; the
-# first round's metrics are kept in training_metrics.json as keyframe_object_round1.
+# then 7-13 steps/s). DEVICE defaults to cpu: on 2 cores a step of 32 clips takes 8.1 s, so
+# this recipe would take about 11 hours there (SCALE=0.002 scales steps and pool for a 3-minute
+# smoke run). The result replaces BASE_PIPELINE when SHIP=1 (the default at SCALE=1), else goes
+# to RUN_DIR/pipeline; the base's record of the stage is kept in training_metrics.json as
+# keyframe_object_round1 (round2, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def main() -> None:
         if (run / stage / "metrics.jsonl").is_file():
             lines = read_metrics(run / stage / "metrics.jsonl")
             if args.keep_previous and stage in metrics:
-                rounds = 1 + sum(key.startswith(f"{stage}_round") for key in metrics)
+                rounds = 1 + sum(re.fullmatch(rf"{stage}_round\d+", key) is not None for key in metrics)
                 metrics[f"{stage}_round{rounds}"] = metrics.pop(stage)
             metrics[stage] = {"start": next(l for l in lines if l.get("event") == "start"),
                               "last": [l for l in lines if "step" in l][-1]}

@@ -40,7 +40,8 @@ def test_rounds_keep_the_earlier_record_and_ship_the_last_weights(pipeline_dir, 
     (target / "eval_metrics.json").write_text("{}")  # figures of the keyframe model about to be replaced
 
     _keyframe_run(tmp_path / "r1", target, seed=1, lr=1e-4)
-    _ship(monkeypatch, tmp_path / "r1", target, "--base", target, "--keep-previous", "--wall", "a_wall_s=12.4")
+    _ship(monkeypatch, tmp_path / "r1", target, "--base", target, "--keep-previous",
+          "--wall", "a_wall_s=12.4", "--wall", "keyframe_object_round1_wall_s=3")  # not a round's record
     second = _keyframe_run(tmp_path / "r2", target, seed=2, lr=5e-5)
     _ship(monkeypatch, tmp_path / "r2", target, "--base", target, "--keep-previous")
 
@@ -48,7 +49,8 @@ def test_rounds_keep_the_earlier_record_and_ship_the_last_weights(pipeline_dir, 
     assert metrics["keyframe_object_round1"]["start"]["config"] == {"lr": 1e-4, "seed": 1}
     assert metrics["keyframe_object"]["start"]["config"] == {"lr": 5e-5, "seed": 2}
     assert metrics["keyframe_object"]["last"] == {"step": 10, "loss": 0.1}
-    assert metrics["a_wall_s"] == 12
+    assert metrics["a_wall_s"] == 12 and metrics["keyframe_object_round1_wall_s"] == 3
+    assert not any(key.startswith("keyframe_object_round2") for key in metrics)
     shipped = load_file(str(target / "keyframe" / "model.safetensors"))
     assert all(torch.equal(shipped[k], v) for k, v in second.items())
     assert not (target / "eval_metrics.json").exists()  # stale once the keyframe model changed
