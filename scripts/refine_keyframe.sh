@@ -8,7 +8,8 @@
 #   DEVICE=cuda bash scripts/refine_keyframe.sh [RUN_DIR] [BASE_PIPELINE]
 #
 # The shipped model was made on one NVIDIA H100: 293 s and 278 s (about 35 s of pool encoding,
-# then 7-13 steps/s). DEVICE defaults to cpu: on 2 cores a step of 32 clips takes 8.1 s, so
+# then 7-13 steps/s; there the MiniLM text tower answered from a table of its outputs, see
+# docs/benchmarks.md section 6). DEVICE defaults to cpu: on 2 cores a step of 32 clips takes 8.1 s, so
 # this recipe would take about 11 hours there (SCALE=0.002 scales steps and pool for a 3-minute
 # smoke run). The result replaces BASE_PIPELINE when SHIP=1 (the default at SCALE=1), else goes
 # to RUN_DIR/pipeline; the base's record of the stage is kept in training_metrics.json as

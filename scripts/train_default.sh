@@ -15,7 +15,7 @@
 # differences from a run from scratch: the shipped VAE's encoder predates the object-weighted
 # VAE loss, and from scratch the tiny preset has the condition embedding from step 3 on.
 # Last, scripts/refine_keyframe.sh (run on one GPU) trained the shipped keyframe model on with
-# the object-weighted loss; this script does not include it (10-12 hours on 2 CPU cores).
+# the object-weighted loss; this script does not include it (about 11 hours on 2 CPU cores).
 #
 # Time on 2 CPU cores: steps 1-4 took 83 minutes (4,970 s) on the machine of the shipped run;
 # step 5 takes about 15 minutes of clip encoding plus 1.8 s per step on a machine twice slower,
