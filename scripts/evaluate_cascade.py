@@ -33,6 +33,16 @@ def frames_u8(frames: torch.Tensor) -> np.ndarray:
     return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
+def heldout_sr_frames(pipe, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` held-out (low-res, high-res) frame pairs the SR figures are measured on."""
+    from magicvideo.stages import sr_frame_pair
+
+    pairs = [sr_frame_pair(i, seed=123, low_res=pipe.frame_size, scale=pipe.sr.config.scale, split="heldout")
+             for i in range(n)]
+    low, high = map(torch.stack, zip(*pairs))
+    return low, high
+
+
 def video_u8(video: torch.Tensor) -> np.ndarray:
     """A video (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
     return frames_u8(video.transpose(0, 1))
@@ -88,7 +98,6 @@ def main() -> int:
     from magicvideo.interpolate import FPS_FACTOR, interpolate_latents
     from magicvideo.models.sr_unet import upscale_video
     from magicvideo.pipeline import MagicVideoPipeline
-    from magicvideo.stages import sr_frame_pair
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     if pipe.interpolation is None or pipe.sr is None:
@@ -156,8 +165,7 @@ def main() -> int:
 
     # -- super-resolution on held-out frames ------------------------------------------------
     scale = pipe.sr.config.scale
-    low, high = map(torch.stack, zip(*(sr_frame_pair(i, seed=123, low_res=res, scale=scale, split="heldout")
-                                       for i in range(args.frames))))
+    low, high = heldout_sr_frames(pipe, args.frames)
     up = upscale_video(pipe.sr, low, pipe.sr_schedule, steps=int(d["sr_steps"]), noise_level=int(d["sr_noise_level"]))
     bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
     hr, sr_u8, bic_u8 = frames_u8(high), frames_u8(up), frames_u8(bicubic)

@@ -25,5 +25,5 @@ magicvideo train --stage videovae -o "$RUN/videovae" --vae "$RUN/vae_decoder/mod
 magicvideo train --stage sr -o "$RUN/sr" --init-from "$BASE/sr" --steps "$(steps 600)" --batch-size 8 --lr 2e-4 \
   --seed 1 $(resume "$RUN/sr")
 
-TARGET=$([ "$SHIP" = "1" ] && echo "$DEFAULT" || echo "$RUN/pipeline")
+TARGET=$(ship_target "$RUN")
 python3 scripts/ship_pipeline.py "$RUN" "$TARGET" --base "$BASE" --wall "refine_wall_s=$(( $(date +%s) - START ))"

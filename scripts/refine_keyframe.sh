@@ -9,9 +9,9 @@
 #
 # The shipped model was made on one NVIDIA H100: 293 s and 278 s (about 35 s of pool encoding,
 # then 7-13 steps/s; there the MiniLM text tower answered from a table of its outputs, see
-# docs/benchmarks.md section 6). DEVICE defaults to cpu: on 2 cores a step of 32 clips takes 8.1 s, so
-# this recipe would take about 11 hours there (SCALE=0.002 scales steps and pool for a 3-minute
-# smoke run). The result replaces BASE_PIPELINE when SHIP=1 (the default at SCALE=1), else goes
+# docs/benchmarks.md section 6). DEVICE defaults to cpu: on 2 cores a step of 32 clips takes
+# 8.1 s, so this recipe would take about 11 hours there (SCALE=0.002 scales steps and pool for
+# a 3-minute smoke run). The result replaces BASE_PIPELINE when SHIP=1 (the default at SCALE=1), else goes
 # to RUN_DIR/pipeline; the base's record of the stage is kept in training_metrics.json as
 # keyframe_object_round1 (round2, ...).
 set -euo pipefail
@@ -20,7 +20,7 @@ source scripts/common.sh
 RUN=${1:-runs/refine_keyframe}
 BASE=${2:-$DEFAULT}
 DEVICE=${DEVICE:-cpu}
-TARGET=$([ "$SHIP" = "1" ] && echo "$DEFAULT" || echo "$RUN/pipeline")
+TARGET=$(ship_target "$RUN")
 
 round() {  # NAME BASE_PIPELINE TARGET LR SEED WALL_KEY
   local start

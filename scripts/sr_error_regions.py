@@ -22,7 +22,7 @@ from scipy.ndimage import binary_erosion, distance_transform_edt
 from skimage.metrics import structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_cascade import frames_u8 as to_u8  # noqa: E402
+from evaluate_cascade import frames_u8 as to_u8, heldout_sr_frames  # noqa: E402
 
 
 def main() -> None:
@@ -36,12 +36,10 @@ def main() -> None:
 
     from magicvideo.models.sr_unet import upscale_video
     from magicvideo.pipeline import MagicVideoPipeline
-    from magicvideo.stages import sr_frame_pair
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     scale, d = pipe.sr.config.scale, pipe.defaults
-    low, high = map(torch.stack, zip(*(sr_frame_pair(i, seed=123, low_res=pipe.frame_size,
-                                                     scale=scale, split="heldout") for i in range(args.frames))))
+    low, high = heldout_sr_frames(pipe, args.frames)
     hr = to_u8(high)
     steps = int(d["sr_steps"]) if args.sr_steps is None else args.sr_steps
     level = int(d["sr_noise_level"]) if args.noise_level is None else args.noise_level

@@ -25,5 +25,5 @@ magicvideo train --stage interpolation -o "$RUN/interpolation" --vae "$BASE/vae"
 magicvideo train --stage videovae -o "$RUN/videovae" --vae "$BASE/vae" --steps "$(steps 400)" --batch-size 4 \
   --lr 5e-4 $(resume "$RUN/videovae")
 
-TARGET=$([ "$SHIP" = "1" ] && echo "$DEFAULT" || echo "$RUN/pipeline")
+TARGET=$(ship_target "$RUN")
 python3 scripts/ship_pipeline.py "$RUN" "$TARGET" --base "$BASE" --wall "cascade_wall_s=$(( $(date +%s) - START ))"

@@ -29,7 +29,7 @@ RUN=${1:-runs/default}
 BASE=${BASE:-}
 mkdir -p "$RUN"
 START=$(date +%s)
-TARGET=$([ "$SHIP" = "1" ] && echo "$DEFAULT" || echo "$RUN/pipeline")
+TARGET=$(ship_target "$RUN")
 
 if [ -z "$BASE" ]; then
   # 1. image VAE on single frames (f=4: 64x64 frames -> 4x16x16 latents), loss weighted onto the object
