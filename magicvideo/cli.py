@@ -302,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fps", type=_positive_float, default=None,
                        help=f"frame rate the motion is generated at (default: {fps_default})")
         p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
-        p.add_argument("--guidance", type=_nonnegative_float, default=None, help="classifier-free guidance scale")
+        p.add_argument("--guidance", type=_nonnegative_float, default=None,
+                       help="classifier-free guidance scale (default: the pipeline's, 5 for a prompt, "
+                            "2.5 for an image condition: animate, vary)")
         p.add_argument("--scheduler", choices=SCHEDULERS, default=None)
         p.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
         p.add_argument("--no-interpolate", action="store_true",
@@ -332,16 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     var.add_argument("video", help="source video (every frame a keyframe; longer than the model's 16 in windows)")
     var.add_argument("-n", type=_positive_int, default=4, help="variations to make (default 4); -o out.mp4 "
                      "writes out_0.mp4 ... when n > 1")
-    var.add_argument("--strength", type=_strength, default=0.7,
-                     help="how far each variation departs from the source, 0-1 (default 0.7)")
+    var.add_argument("--strength", type=_strength, default=None,
+                     help="how far each variation departs from the source, 0-1 (default: the pipeline's, 0.7)")
     sampling_flags(var, "the source's")
     var.set_defaults(func=cmd_vary)
 
     ed = sub.add_parser("edit", help="video editing (SDEdit): re-render VIDEO under a new prompt")
     ed.add_argument("video", help="source video (every frame a keyframe; longer than the model's 16 in windows)")
     ed.add_argument("prompt", help="the new prompt")
-    ed.add_argument("--strength", type=_strength, default=0.6,
-                    help="noise level to restart from, 0 (keep the source) - 1 (ignore it); default 0.6")
+    ed.add_argument("--strength", type=_strength, default=None,
+                    help="noise level to restart from, 0 (keep the source) - 1 (ignore it); default: the "
+                         "pipeline's, 0.7")
     sampling_flags(ed, "the source's")
     ed.set_defaults(func=cmd_edit)
 

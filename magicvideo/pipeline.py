@@ -40,9 +40,14 @@ PIPELINE_FILE = "pipeline.json"
 REQUIRED_STAGES = ("keyframe", "vae", "encoder")
 OPTIONAL_STAGES = ("interpolation", "sr")
 MAX_KEYFRAMES = 1024  # long videos: windows of the model's max_frames, each continuing the last
+# image_guidance: animate and vary, whose condition is an image embedding (weaker and farther from
+# the text tokens the keyframe model was finetuned on than a caption; at the text guidance, 5,
+# the extrapolation turns objects into other shapes). Both it and the strengths were chosen on
+# rendered sources apart from those of scripts/evaluate_applications.py (docs/applications.md).
 DEFAULTS: dict[str, Any] = {"fps": 8.0, "steps": 25, "guidance": 5.0, "scheduler": "dpm",
                             "interpolation_steps": 10, "interpolation_guidance": 1.0,
-                            "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8}
+                            "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8,
+                            "image_guidance": 2.5, "vary_strength": 0.7, "edit_strength": 0.7}
 
 
 @dataclass
@@ -177,12 +182,14 @@ class MagicVideoPipeline:
             raise ValueError("this pipeline has no 'sr' stage (skip it with upscale=False)")
 
     def _request(self, prompt: str, num_frames: int, fps, steps, guidance, scheduler, interpolate, upscale,
-                 context_frames: int | None = None) -> tuple[float, int, float, str, bool, bool]:
+                 context_frames: int | None = None, guidance_key: str = "guidance"
+                 ) -> tuple[float, int, float, str, bool, bool]:
         """The pipeline's defaults filled in and the whole request checked, before any compute:
-        (fps, steps, guidance, scheduler, interpolate, upscale)."""
+        (fps, steps, guidance, scheduler, interpolate, upscale). ``guidance_key``: the default
+        guidance of this kind of request (``image_guidance`` for image conditions)."""
         d = self.defaults
         fps, steps = float(d["fps"] if fps is None else fps), int(d["steps"] if steps is None else steps)
-        guidance = float(d["guidance"] if guidance is None else guidance)
+        guidance = float(d[guidance_key] if guidance is None else guidance)
         scheduler = d["scheduler"] if scheduler is None else scheduler
         interpolate = self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate
         upscale = self.sr is not None if upscale is None else upscale
@@ -318,7 +325,8 @@ class MagicVideoPipeline:
         pretraining taught), with the prompt's tokens appended when one is given; ``anchor``
         holds the first frame to the image's latent. image: uint8 (H, W, 3)."""
         fps, steps, guidance, scheduler, interpolate, upscale = self._request(
-            "image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale)
+            "image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale,
+            guidance_key="image_guidance")
         if np.asarray(image).ndim != 3:
             raise ValueError(f"{source}: expected an image (H, W, 3), got shape {np.asarray(image).shape}")
         pixels = self.pixels(np.asarray(image)[None], source)
@@ -330,17 +338,19 @@ class MagicVideoPipeline:
         return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
 
     @torch.no_grad()
-    def vary(self, video: np.ndarray, n: int = 4, strength: float = 0.7, fps: float | None = None,
+    def vary(self, video: np.ndarray, n: int = 4, strength: float | None = None, fps: float | None = None,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
              progress: bool = True, interpolate: bool | None = None, upscale: bool | None = None,
              source: str = "video") -> list[VideoOutput]:
         """Video variations: ``n`` videos of the same content. The condition is the mean
         embedding of the source's frames; each variation starts from the source's latents
-        noised to ``strength`` with its own seed."""
+        noised to ``strength`` (None: the pipeline's ``vary_strength``) with its own seed."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         fps, steps, guidance, scheduler, interpolate, upscale = self._request(
-            "video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+            "video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
+            guidance_key="image_guidance")
+        strength = float(self.defaults["vary_strength"] if strength is None else strength)
         pixels = self._source_pixels(video, strength, source)
         cond, init = clip_condition(self.encoder, pixels), self.vae.encode(pixels)
         return [self.render(self.generate_latents(cond, len(video), fps, steps, guidance, seed + i, scheduler,
@@ -348,15 +358,17 @@ class MagicVideoPipeline:
                             fps, seed + i, scheduler, interpolate, upscale, progress) for i in range(n)]
 
     @torch.no_grad()
-    def edit(self, video: np.ndarray, prompt: str, strength: float = 0.6, fps: float | None = None,
+    def edit(self, video: np.ndarray, prompt: str, strength: float | None = None, fps: float | None = None,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
              progress: bool = True, interpolate: bool | None = None, upscale: bool | None = None,
              source: str = "video") -> VideoOutput:
         """Video editing (SDEdit): the source's latents, noised to ``strength`` with the same
         noise in every frame, denoised under the new prompt. Low strength keeps more of the
-        source (layout, motion), high strength follows the prompt more."""
+        source (layout, motion), high strength follows the prompt more (None: the pipeline's
+        ``edit_strength``)."""
         fps, steps, guidance, scheduler, interpolate, upscale = self._request(
             prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+        strength = float(self.defaults["edit_strength"] if strength is None else strength)
         pixels = self._source_pixels(video, strength, source)
         latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), fps, steps, guidance, seed,
                                         scheduler, progress, init=self.vae.encode(pixels), strength=strength)

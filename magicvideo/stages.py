@@ -286,7 +286,7 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0, dithering_
 
 
 # -- lit ----------------------------------------------------------------------------------
-def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
+def lit_stage(options: StageOptions, logit_scale: float = 20.0, align_weight: float = 1.0) -> Stage:
     from .models.encoders import MiniLMLiTEncoder, lit_loss
 
     device = torch.device(options.device)
@@ -300,14 +300,15 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     def loss(batch, gen: torch.Generator):
         frames, captions = batch
         img, txt = encoder.embed_image(frames), encoder.embed_text(captions)
-        value = lit_loss(img.float(), txt.float(), logit_scale)
+        value = lit_loss(img.float(), txt.float(), logit_scale, align_weight)
         acc = (img @ txt.T).argmax(1).cpu().eq(torch.arange(len(captions))).float().mean().item()
-        return value, {"match_acc": acc}
+        return value, {"match_acc": acc, "caption_cos": (img * txt).sum(-1).mean().item()}
 
     def save(tower: torch.nn.Module, directory: Path) -> None:
         encoder.save_pretrained(directory)
 
-    return Stage("lit", encoder.image_tower, loss, make_batch, save, describe={"preset": options.preset})
+    return Stage("lit", encoder.image_tower, loss, make_batch, save,
+                 describe={"preset": options.preset, "logit_scale": logit_scale, "align_weight": align_weight})
 
 
 # -- keyframe -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pipeline", default=None)
     parser.add_argument("--n", type=int, default=24, help="sources per application")
-    parser.add_argument("--strength", type=float, default=0.6, help="edit strength")
+    parser.add_argument("--strength", type=float, default=None, help="edit strength (default: the pipeline's)")
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -59,14 +59,17 @@ def main() -> int:
             vary_match.append((a.color, a.shape, a.direction) == c)
         vary_gap.append(np.abs(videos[0].frames.astype(int) - videos[1].frames).mean())
 
-    # editing: recolour to another palette color, same shape and motion
-    edit_color, edit_dir = [], []
+    # editing: recolour to another palette color, same shape and motion; how far the object
+    # moved from where the source had it (what a higher strength gives up)
+    strength = float(pipe.defaults["edit_strength"] if args.strength is None else args.strength)
+    edit_color, edit_dir, edit_shift = [], [], []
     for i, (src, c) in enumerate(zip(sources, combos)):
         new = [k for k in COLORS if k != c[0]][i % (len(COLORS) - 1)]
-        out = analyze_video(pipe.edit(src, make_caption(new, c[1], c[2], rng), strength=args.strength, seed=i,
+        out = analyze_video(pipe.edit(src, make_caption(new, c[1], c[2], rng), strength=strength, seed=i,
                                       **fast).frames)
         edit_color.append(out.color == new)
         edit_dir.append(out.direction == c[2])
+        edit_shift.append(np.nanmean(np.linalg.norm(out.centroids - analyze_video(src).centroids, axis=1)))
 
     # long videos: 64 keyframes in windows of 16 holding 8; direction per segment, seam jitter
     segment_ok, seam, elsewhere = [], [], []
@@ -87,8 +90,9 @@ def main() -> int:
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         "animate_color": animate_color, "animate_shape": animate_shape, "animate_prompt_direction": animate_prompt_dir,
         "vary_match": mean(vary_match), "vary_mean_pixel_gap": mean(vary_gap),
-        "vary_min_pixel_gap": float(np.min(vary_gap)), "edit_strength": args.strength,
+        "vary_min_pixel_gap": float(np.min(vary_gap)), "edit_strength": strength,
         "edit_color": mean(edit_color), "edit_direction_kept": mean(edit_dir),
+        "edit_object_shift_px": float(np.nanmean(edit_shift)), "image_guidance": float(pipe.defaults["image_guidance"]),
         "long_segment_direction": mean(segment_ok), "long_seam_jitter": mean(seam),
         "long_other_jitter": mean(elsewhere), "wall_s": round(elapsed, 1),
     }

@@ -73,6 +73,27 @@ def test_lit_loss_closed_form_and_duplicates():
     assert both_right < 0.7  # two copies of one caption: matching either is correct (log 2 = 0.69)
 
 
+
+def test_lit_alignment_term_closed_form_and_minimiser():
+    gen = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8, generator=gen), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(6, 8, generator=gen), dim=-1)
+    extra = lit_loss(img, txt, 10.0, align_weight=0.5) - lit_loss(img, txt, 10.0)
+    torch.testing.assert_close(extra, 0.5 * (1 - (img * txt).sum(-1)).mean())
+    # one image, captions it cannot tell apart (a still frame shows no motion): the term alone
+    # (logit scale 0: InfoNCE is flat) drives its embedding to the normalised mean of those captions
+    captions = torch.nn.functional.normalize(torch.randn(5, 8, generator=gen) + 2.0, dim=-1)
+    free = torch.randn(1, 8, generator=gen).requires_grad_()
+    opt = torch.optim.Adam([free], lr=0.05)
+    for _ in range(400):
+        unit = torch.nn.functional.normalize(free, dim=-1).expand(5, -1)
+        loss = lit_loss(unit, captions, 0.0, align_weight=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    centroid = torch.nn.functional.normalize(captions.mean(0, keepdim=True), dim=-1)
+    assert torch.nn.functional.cosine_similarity(torch.nn.functional.normalize(free, dim=-1), centroid).item() > 0.999
+
 def test_image_tower_round_trip_and_dispatch(tmp_path, encoder):
     with torch.no_grad():
         for p in encoder.image_tower.parameters():

@@ -80,13 +80,23 @@ class ConditionEncoder(nn.Module):
         raise NotImplementedError
 
 
-def lit_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> torch.Tensor:
+def lit_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float,
+             align_weight: float = 0.0) -> torch.Tensor:
     """Symmetric InfoNCE over the batch. Identical texts are all positives of each other
-    (the shapes domain repeats captions), so targets are spread evenly over them."""
+    (the shapes domain repeats captions), so targets are spread evenly over them.
+
+    ``align_weight`` adds ``1 - cos(image, its caption)``, half the squared distance of the
+    unit vectors. InfoNCE only ranks, and leaves image embeddings far from every caption
+    (cosine ~0.5); the regression pulls each image onto the normalised mean of the captions
+    it can carry (a still frame cannot tell the motion or the wording), where a model
+    finetuned on text tokens understands it (image-to-video, variations)."""
     logits = logit_scale * image_emb @ text_emb.T
     same = (text_emb @ text_emb.T) > 1 - 1e-5
     target = same.float() / same.float().sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if align_weight:
+        loss = loss + align_weight * (1.0 - (image_emb * text_emb).sum(dim=-1)).mean()
+    return loss
 
 
 # -- the default: frozen MiniLM + LiT image tower ----------------------------------------
