@@ -129,6 +129,23 @@ def test_vary_makes_n_different_deterministic_videos(pipe, clip):
     assert np.array_equal(again.frames, videos[1].frames)  # variation i uses seed + i
 
 
+def test_application_defaults_come_from_the_pipeline(pipe, clip, monkeypatch):
+    monkeypatch.setitem(pipe.defaults, "image_guidance", 1.5)
+    monkeypatch.setitem(pipe.defaults, "vary_strength", 0.4)
+    monkeypatch.setitem(pipe.defaults, "edit_strength", 0.8)
+    used = []
+    real = pipe.generate_latents
+    monkeypatch.setattr(pipe, "generate_latents", lambda cond, frames, fps, steps, guidance, *a, **k:
+                        used.append((guidance, k.get("strength"))) or real(cond, frames, fps, steps, guidance, *a, **k))
+    pipe.animate(clip[0], num_frames=3, **FAST)
+    pipe.vary(clip, n=1, **FAST)
+    pipe.edit(clip, "a blue square moving right", **FAST)
+    pipe.edit(clip, "a blue square moving right", strength=0.3, guidance=2.0, **FAST)
+    pipe("a red square", num_frames=3, **FAST)
+    text = pipe.defaults["guidance"]
+    assert used == [(1.5, None), (1.5, 0.4), (text, 0.8), (2.0, 0.3), (text, None)]
+
+
 def test_animate_anchors_the_first_frame_to_the_image(pipe, clip):
     image = clip[0]
     image_only = pipe.render(pipe.vae.encode(pipe.pixels(image[None])), fps=8.0).frames[0]
