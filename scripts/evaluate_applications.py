@@ -20,6 +20,16 @@ import numpy as np
 import torch
 
 
+def source_clips(n: int, seed: int) -> tuple[list, list[np.ndarray], np.random.Generator]:
+    """``n`` seen (color, shape, direction) combinations and a rendered 16-frame 8 fps clip of
+    each (uint8, 64x64), drawn with ``seed``; the generator, advanced past them, comes too."""
+    from magicvideo.data.synthetic import SEEN, render_clip, spec_for
+
+    rng = np.random.default_rng(seed)
+    combos = [SEEN[i] for i in rng.choice(len(SEEN), n, replace=False)]
+    return combos, [render_clip(spec_for(*c, rng), 16, 8.0) for c in combos], rng
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pipeline", default=None)
@@ -28,15 +38,13 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    from magicvideo.data.synthetic import COLORS, SEEN, make_caption, render_clip, spec_for
+    from magicvideo.data.synthetic import COLORS, make_caption
     from magicvideo.evaluate import analyze_video, report_checks
     from magicvideo.pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     fast = dict(progress=False, interpolate=False, upscale=False)
-    rng = np.random.default_rng(7)
-    combos = [SEEN[i] for i in rng.choice(len(SEEN), args.n, replace=False)]
-    sources = [render_clip(spec_for(*c, rng), 16, 8.0) for c in combos]
+    combos, sources, rng = source_clips(args.n, seed=7)
     t0 = time.time()
 
     def mean(values):

@@ -17,8 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_applications import source_clips  # noqa: E402
 
 
 def main() -> int:
@@ -30,15 +34,13 @@ def main() -> int:
     parser.add_argument("--pipeline", default=None)
     args = parser.parse_args()
 
-    from magicvideo.data.synthetic import COLORS, SEEN, make_caption, render_clip, spec_for
+    from magicvideo.data.synthetic import COLORS, make_caption
     from magicvideo.evaluate import analyze_video
     from magicvideo.pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     fast = dict(progress=False, interpolate=False, upscale=False)
-    rng = np.random.default_rng(11)
-    combos = [SEEN[i] for i in rng.choice(len(SEEN), args.n, replace=False)]
-    sources = [render_clip(spec_for(*c, rng), 16, 8.0) for c in combos]
+    combos, sources, rng = source_clips(args.n, seed=11)
     new_colors = [[k for k in COLORS if k != c[0]][i % (len(COLORS) - 1)] for i, c in enumerate(combos)]
     captions = [make_caption(new, c[1], c[2], rng) for new, c in zip(new_colors, combos)]
     print(f"{args.application}, {args.n} sources (seed 11); varying "
