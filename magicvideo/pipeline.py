@@ -308,13 +308,16 @@ class MagicVideoPipeline:
         x = torch.from_numpy(fit_frames(frames, self.frame_size, source)).float() / 127.5 - 1.0
         return x.permute(3, 0, 1, 2)[None].to(next(self.unet.parameters()).device)
 
-    def _source_pixels(self, video: np.ndarray, strength: float, source: str) -> torch.Tensor:
-        """The source video of vary / edit, checked, as ``pixels``."""
+    def _source_pixels(self, video: np.ndarray, strength: float | None, source: str,
+                       default_strength: str) -> tuple[torch.Tensor, float]:
+        """The source video of vary / edit, checked, as ``pixels``, and the strength (None: the
+        pipeline's default ``default_strength``), checked."""
+        strength = float(self.defaults[default_strength] if strength is None else strength)
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if np.asarray(video).ndim != 4:
             raise ValueError(f"{source}: expected frames (T, H, W, 3), got shape {np.asarray(video).shape}")
-        return self.pixels(video, source)
+        return self.pixels(video, source), strength
 
     @torch.no_grad()
     def animate(self, image: np.ndarray, prompt: str | None = None, num_frames: int = 16, fps: float | None = None,
@@ -350,8 +353,7 @@ class MagicVideoPipeline:
         fps, steps, guidance, scheduler, interpolate, upscale = self._request(
             "video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
             guidance_key="image_guidance")
-        strength = float(self.defaults["vary_strength"] if strength is None else strength)
-        pixels = self._source_pixels(video, strength, source)
+        pixels, strength = self._source_pixels(video, strength, source, "vary_strength")
         cond, init = clip_condition(self.encoder, pixels), self.vae.encode(pixels)
         return [self.render(self.generate_latents(cond, len(video), fps, steps, guidance, seed + i, scheduler,
                                                   progress, init=init, strength=strength),
@@ -368,8 +370,7 @@ class MagicVideoPipeline:
         ``edit_strength``)."""
         fps, steps, guidance, scheduler, interpolate, upscale = self._request(
             prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
-        strength = float(self.defaults["edit_strength"] if strength is None else strength)
-        pixels = self._source_pixels(video, strength, source)
+        pixels, strength = self._source_pixels(video, strength, source, "edit_strength")
         latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), fps, steps, guidance, seed,
                                         scheduler, progress, init=self.vae.encode(pixels), strength=strength)
         return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)

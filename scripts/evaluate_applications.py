@@ -30,6 +30,20 @@ def source_clips(n: int, seed: int) -> tuple[list, list[np.ndarray], np.random.G
     return combos, [render_clip(spec_for(*c, rng), 16, 8.0) for c in combos], rng
 
 
+def recolour_target(i: int, color: str) -> str:
+    """The ``i``-th source's new color in the editing check: cycles through the other colors."""
+    from magicvideo.data.synthetic import COLORS
+
+    others = [k for k in COLORS if k != color]
+    return others[i % len(others)]
+
+
+def object_shift(edited, source) -> float:
+    """Mean distance (px) between the object's centroids in two analyses (``analyze_video``),
+    frame by frame, over the frames where both found it."""
+    return float(np.nanmean(np.linalg.norm(edited.centroids - source.centroids, axis=1)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pipeline", default=None)
@@ -38,7 +52,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    from magicvideo.data.synthetic import COLORS, make_caption
+    from magicvideo.data.synthetic import make_caption
     from magicvideo.evaluate import analyze_video, report_checks
     from magicvideo.pipeline import MagicVideoPipeline
 
@@ -72,12 +86,12 @@ def main() -> int:
     strength = float(pipe.defaults["edit_strength"] if args.strength is None else args.strength)
     edit_color, edit_dir, edit_shift = [], [], []
     for i, (src, c) in enumerate(zip(sources, combos)):
-        new = [k for k in COLORS if k != c[0]][i % (len(COLORS) - 1)]
+        new = recolour_target(i, c[0])
         out = analyze_video(pipe.edit(src, make_caption(new, c[1], c[2], rng), strength=strength, seed=i,
                                       **fast).frames)
         edit_color.append(out.color == new)
         edit_dir.append(out.direction == c[2])
-        edit_shift.append(np.nanmean(np.linalg.norm(out.centroids - analyze_video(src).centroids, axis=1)))
+        edit_shift.append(object_shift(out, analyze_video(src)))
 
     # long videos: 64 keyframes in windows of 16 holding 8; direction per segment, seam jitter
     segment_ok, seam, elsewhere = [], [], []

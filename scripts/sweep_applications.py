@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_applications import source_clips  # noqa: E402
+from evaluate_applications import object_shift, recolour_target, source_clips  # noqa: E402
 
 
 def main() -> int:
@@ -34,15 +34,16 @@ def main() -> int:
     parser.add_argument("--pipeline", default=None)
     args = parser.parse_args()
 
-    from magicvideo.data.synthetic import COLORS, make_caption
+    from magicvideo.data.synthetic import make_caption
     from magicvideo.evaluate import analyze_video
     from magicvideo.pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     fast = dict(progress=False, interpolate=False, upscale=False)
     combos, sources, rng = source_clips(args.n, seed=11)
-    new_colors = [[k for k in COLORS if k != c[0]][i % (len(COLORS) - 1)] for i, c in enumerate(combos)]
+    new_colors = [recolour_target(i, c[0]) for i, c in enumerate(combos)]
     captions = [make_caption(new, c[1], c[2], rng) for new, c in zip(new_colors, combos)]
+    analyzed = [analyze_video(src) for src in sources] if args.application == "edit" else None
     print(f"{args.application}, {args.n} sources (seed 11); varying "
           f"{'guidance' if args.application == 'animate' else 'strength'}")
     for value in (float(v) for v in args.values.split(",")):
@@ -62,7 +63,7 @@ def main() -> int:
                 out = analyze_video(pipe.edit(src, captions[i], strength=value, guidance=args.guidance, seed=i,
                                               **fast).frames)
                 rows.append((out.color == new_colors[i], out.direction == c[2]))
-                extra.append(np.nanmean(np.linalg.norm(out.centroids - analyze_video(src).centroids, axis=1)))
+                extra.append(object_shift(out, analyzed[i]))
         r = np.mean(rows, axis=0)
         if args.application == "animate":
             figures = f"color {r[0]:.3f}  shape {r[1]:.3f}"
