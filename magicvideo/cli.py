@@ -229,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
-                           object_weight=args.object_weight,
+                           object_weight=args.object_weight, align_weight=args.align_weight,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
                            num_frames=args.num_frames, device=args.device, unet_overrides=tuple(args.unet),
@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--object-weight", type=float, default=0.0,
                     help="keyframe stage: weight the loss 1+W on latent pixels off the frame's background "
                          "(on the shapes domain: the object, whose few latent pixels decide its shape)")
+    tr.add_argument("--align-weight", type=float, default=1.0,
+                    help="lit stage: weight of the term pulling an image's embedding onto its caption's "
+                         "(1 - cosine), beside the contrastive loss; 0 = plain LiT")
     tr.add_argument("--pool-clips", type=int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--pool-cache", default=None,

@@ -47,6 +47,7 @@ class StageOptions:
     fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
     object_weight: float = 0.0  # keyframe: extra loss weight on latent pixels off the frame's background
+    align_weight: float = 1.0  # lit: weight of the image-to-caption alignment term (see lit_loss)
     pool_clips: int = 0  # keyframe: encode this many clips once and train on them (0: encode every batch)
     pool_cache: str | None = None  # keyframe: latent-cache directory that keeps the encoded pool between stages
     data: str | None = None  # a video folder (see data/video_folder.py) instead of the shapes domain
@@ -65,6 +66,8 @@ class StageOptions:
             raise ValueError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
         if not self.object_weight >= 0:
             raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
+        if not self.align_weight >= 0:
+            raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -286,8 +289,10 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0, dithering_
 
 
 # -- lit ----------------------------------------------------------------------------------
-def lit_stage(options: StageOptions, logit_scale: float = 20.0, align_weight: float = 1.0) -> Stage:
+def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     from .models.encoders import MiniLMLiTEncoder, lit_loss
+
+    align_weight = options.align_weight
 
     device = torch.device(options.device)
     encoder = MiniLMLiTEncoder().to(device)
@@ -567,12 +572,22 @@ def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = 
     return F.avg_pool2d(high[None], scale)[0], high
 
 
-def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.25) -> Stage:
+def halo_mask(high: torch.Tensor, px: int, black: float = -0.99) -> torch.Tensor:
+    """(B, 1, H, W): 1 on the black background within ``px`` pixels of anything not black
+    (where bicubic upsampling rings and a flat truth makes every level of error cost SSIM)."""
+    obj = (high > black).any(dim=1, keepdim=True).float()
+    near = F.max_pool2d(obj, 2 * px + 1, stride=1, padding=px)
+    return near * (1 - obj)
+
+
+def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.25, halo_weight: float = 0.0,
+             halo_px: int = 16) -> Stage:
     """The 4x pixel-space SR U-Net on single frames, ``crop`` x ``crop`` low-res crops (the
     model is fully convolutional), with noise-conditioning augmentation. Crops are centred
     on the object, except a ``background_crops`` fraction placed anywhere: whole frames are
-    mostly black, and noise left on a flat background costs SSIM. ``--init-from``: go on
-    training a trained SR model."""
+    mostly black, and noise left on a flat background costs SSIM. ``halo_weight``: the loss
+    weighted 1 + W on the background within ``halo_px`` (high-res) pixels of the object
+    (:func:`halo_mask`). ``--init-from``: go on training a trained SR model."""
     from .models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res
 
     device = torch.device(options.device)
@@ -610,7 +625,11 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
         noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = add_noise(x0[:, :, None], noise[:, :, None], t, alphas_cumprod)[:, :, 0]
         target = training_target(x0[:, :, None], noise[:, :, None], t, alphas_cumprod, schedule.prediction_type)
-        return F.mse_loss(model(xt, t, low, level), target[:, :, 0]), {}
+        err = (model(xt, t, low, level) - target[:, :, 0]).square()
+        if halo_weight == 0:
+            return err.mean(), {}
+        w = 1 + halo_weight * halo_mask(high, halo_px)
+        return (err * w).mean() / w.mean(), {}
 
     def save(trained, directory: Path) -> None:
         trained.save_pretrained(directory)
@@ -630,4 +649,5 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
 
     return Stage("sr", model, loss, make_batch, save, sample,
                  describe={"preset": options.preset, "crop": crop, "background_crops": background_crops,
-                           "init_from": options.init_from, "schedule": dataclasses.asdict(schedule)})
+                           "halo_weight": halo_weight, "halo_px": halo_px, "init_from": options.init_from,
+                           "schedule": dataclasses.asdict(schedule)})

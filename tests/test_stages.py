@@ -77,6 +77,22 @@ def test_clip_condition_averages_frame_embeddings():
 def test_stage_options_are_validated():
     with pytest.raises(ValueError, match="condition"):
         StageOptions(condition="audio")
+    with pytest.raises(ValueError, match="align_weight"):
+        StageOptions(align_weight=-1.0)
+
+
+def test_align_weight_reaches_the_lit_loss():
+    # the same tower (seeded) on the same batch: the weight adds weight * (1 - caption cosine)
+    from magicvideo.stages import build_stage
+
+    runs = {}
+    for weight in (0.0, 3.0):
+        stage = build_stage("lit", StageOptions(align_weight=weight))
+        value, logs = stage.loss(stage.make_batch(0, 4), torch.Generator().manual_seed(0))
+        runs[weight] = (value.item(), logs["caption_cos"])
+        assert stage.describe["align_weight"] == weight
+    assert runs[0.0][1] == pytest.approx(runs[3.0][1], abs=1e-6)
+    assert runs[3.0][0] - runs[0.0][0] == pytest.approx(3.0 * (1 - runs[0.0][1]), rel=1e-4, abs=1e-5)
 
 
 def test_object_weights_cover_the_object_and_a_margin():
