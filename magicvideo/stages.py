@@ -572,22 +572,12 @@ def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = 
     return F.avg_pool2d(high[None], scale)[0], high
 
 
-def halo_mask(high: torch.Tensor, px: int, black: float = -0.99) -> torch.Tensor:
-    """(B, 1, H, W): 1 on the black background within ``px`` pixels of anything not black
-    (where bicubic upsampling rings and a flat truth makes every level of error cost SSIM)."""
-    obj = (high > black).any(dim=1, keepdim=True).float()
-    near = F.max_pool2d(obj, 2 * px + 1, stride=1, padding=px)
-    return near * (1 - obj)
-
-
-def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.25, halo_weight: float = 0.0,
-             halo_px: int = 16) -> Stage:
+def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.25) -> Stage:
     """The 4x pixel-space SR U-Net on single frames, ``crop`` x ``crop`` low-res crops (the
     model is fully convolutional), with noise-conditioning augmentation. Crops are centred
     on the object, except a ``background_crops`` fraction placed anywhere: whole frames are
-    mostly black, and noise left on a flat background costs SSIM. ``halo_weight``: the loss
-    weighted 1 + W on the background within ``halo_px`` (high-res) pixels of the object
-    (:func:`halo_mask`). ``--init-from``: go on training a trained SR model."""
+    mostly black, and noise left on a flat background costs SSIM. ``--init-from``: go on
+    training a trained SR model."""
     from .models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res
 
     device = torch.device(options.device)
@@ -625,11 +615,7 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
         noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = add_noise(x0[:, :, None], noise[:, :, None], t, alphas_cumprod)[:, :, 0]
         target = training_target(x0[:, :, None], noise[:, :, None], t, alphas_cumprod, schedule.prediction_type)
-        err = (model(xt, t, low, level) - target[:, :, 0]).square()
-        if halo_weight == 0:
-            return err.mean(), {}
-        w = 1 + halo_weight * halo_mask(high, halo_px)
-        return (err * w).mean() / w.mean(), {}
+        return F.mse_loss(model(xt, t, low, level), target[:, :, 0]), {}
 
     def save(trained, directory: Path) -> None:
         trained.save_pretrained(directory)
@@ -649,5 +635,4 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
 
     return Stage("sr", model, loss, make_batch, save, sample,
                  describe={"preset": options.preset, "crop": crop, "background_crops": background_crops,
-                           "halo_weight": halo_weight, "halo_px": halo_px, "init_from": options.init_from,
-                           "schedule": dataclasses.asdict(schedule)})
+                           "init_from": options.init_from, "schedule": dataclasses.asdict(schedule)})
