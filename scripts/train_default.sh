@@ -15,10 +15,11 @@
 # differences from a run from scratch: the shipped VAE's encoder predates the object-weighted
 # VAE loss, and from scratch the tiny preset has the condition embedding from step 3 on.
 # Last, scripts/refine_keyframe.sh (run on one GPU) trained the shipped keyframe model on with
-# the object-weighted loss; this script does not include it (about 11 hours on 2 CPU cores).
-# Then scripts/refine_encoder.sh retrained the shipped image tower with the LiT alignment term,
-# which the lit stage of step 2 has by default since (so from scratch, step 3's proxy text
-# comes from the aligned tower; the shipped keyframe model was pretrained on the earlier one).
+# the object-weighted loss; this script does not include it (about 17 hours on 2 CPU cores).
+# Then scripts/refine_encoder.sh retrained the shipped image tower with the LiT alignment term
+# (weight 4); the lit stage of step 2 has it by default since, at weight 1 (so from scratch,
+# step 3's proxy text comes from an aligned tower; the shipped keyframe model was pretrained
+# on the earlier one).
 #
 # Time on 2 CPU cores: steps 1-4 took 83 minutes (4,970 s) on the machine of the shipped run;
 # step 5 takes about 15 minutes of clip encoding plus 1.8 s per step on a machine twice slower,

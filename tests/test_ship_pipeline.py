@@ -63,3 +63,21 @@ def test_rounds_keep_the_earlier_record_and_ship_the_last_weights(pipeline_dir, 
     metrics = json.loads((target / "training_metrics.json").read_text())
     assert metrics["keyframe_object"]["start"]["config"]["seed"] == 3
     assert "keyframe_object_round2" not in metrics and metrics["keyframe_object_round1"]["start"]["config"]["seed"] == 1
+
+
+def test_average_weights_interpolates_two_trainings_and_refuses_two_models(pipeline_dir, tmp_path, capsys):
+    script = runpy.run_path(str(SCRIPT.parent / "average_weights.py"), run_name="average_weights")
+    a = VideoUNet.from_pretrained(pipeline_dir / "keyframe")
+    later = _keyframe_run(tmp_path / "run", pipeline_dir, seed=3, lr=1e-4)  # a perturbed copy, as a later round
+    assert script["main"]([str(pipeline_dir / "keyframe"), str(tmp_path / "run" / "keyframe_object" / "model"),
+                           str(tmp_path / "avg"), "--alpha", "0.25"]) == 0
+    out = load_file(tmp_path / "avg" / "model.safetensors")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(out[k], 0.75 * v + 0.25 * later[k])
+    assert VideoUNet.from_pretrained(tmp_path / "avg").config == a.config
+
+    other = VideoUNet(dataclasses.replace(a.config, cross_attention_dim=a.config.cross_attention_dim * 2))
+    other.save_pretrained(tmp_path / "other")
+    assert script["main"]([str(pipeline_dir / "keyframe"), str(tmp_path / "other"), str(tmp_path / "bad")]) == 2
+    assert "different configs" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
