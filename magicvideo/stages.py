@@ -292,8 +292,6 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0, dithering_
 def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     from .models.encoders import MiniLMLiTEncoder, lit_loss
 
-    align_weight = options.align_weight
-
     device = torch.device(options.device)
     encoder = MiniLMLiTEncoder().to(device)
     data = _dataset(options, num_frames=2, labeled=True)
@@ -305,7 +303,7 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
     def loss(batch, gen: torch.Generator):
         frames, captions = batch
         img, txt = encoder.embed_image(frames), encoder.embed_text(captions)
-        value = lit_loss(img.float(), txt.float(), logit_scale, align_weight)
+        value = lit_loss(img.float(), txt.float(), logit_scale, options.align_weight)
         acc = (img @ txt.T).argmax(1).cpu().eq(torch.arange(len(captions))).float().mean().item()
         return value, {"match_acc": acc, "caption_cos": (img * txt).sum(-1).mean().item()}
 
@@ -313,7 +311,8 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
         encoder.save_pretrained(directory)
 
     return Stage("lit", encoder.image_tower, loss, make_batch, save,
-                 describe={"preset": options.preset, "logit_scale": logit_scale, "align_weight": align_weight})
+                 describe={"preset": options.preset, "logit_scale": logit_scale,
+                           "align_weight": options.align_weight})
 
 
 # -- keyframe -----------------------------------------------------------------------------
