@@ -280,9 +280,7 @@ def cmd_cache_latents(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import PRESETS
-    from .diffusion import SCHEDULERS
-    from .stages import CONDITIONS, STAGES
+    from .config import CONDITIONS, PRESETS, SCHEDULERS, STAGES
 
     parser = _Parser(prog="magicvideo", description="MagicVideo text-to-video latent diffusion")
     parser.add_argument("--version", action="version", version=f"magicvideo {__version__}")

@@ -15,6 +15,11 @@ from typing import Any
 TEMPORAL_CONV_OPS = ("adaptor", "conv1d", "none")
 TEMPORAL_ATTENTION_KINDS = ("directed", "bidirectional", "none")
 ATTENTION_LAYOUTS = ("parallel", "sequential")
+# Names the CLI offers as choices, kept here (no torch import) so that building the parser is cheap;
+# magicvideo.stages and magicvideo.diffusion use them from here.
+STAGES = ("vae", "videovae", "lit", "keyframe", "interpolation", "sr")
+CONDITIONS = ("image", "text")  # keyframe conditioning: image embeddings as proxy text, or captions
+SCHEDULERS = ("ddim", "dpm")
 
 
 @dataclass(frozen=True)

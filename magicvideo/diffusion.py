@@ -13,8 +13,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .config import SCHEDULERS
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # "sample": the network predicts x_0 (diffusers' name)
-SCHEDULERS = ("ddim", "dpm")
 
 
 @dataclass(frozen=True)

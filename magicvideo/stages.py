@@ -24,15 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import VideoUNetConfig, get_preset
+from .config import CONDITIONS, STAGES, VideoUNetConfig, get_preset
 from .diffusion import NoiseSchedule, add_noise, training_target
 from .models import VideoUNet, VideoVAE
 from .models.encoders import clip_condition
 from .models.layout import fold_frames, unfold_frames
 from .train import Stage
-
-STAGES = ("vae", "videovae", "lit", "keyframe", "interpolation", "sr")
-CONDITIONS = ("image", "text")
 
 
 @dataclass(frozen=True)

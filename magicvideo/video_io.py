@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .models.io import usual_permissions
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")
 
@@ -53,6 +52,8 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
     ext = path.suffix.lower()
     if ext == ".png":
         return _write_png_frames(frames, path)
+    from .models.io import usual_permissions  # imports torch: not needed by check_output_path
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent or ".")
     os.close(fd)
     try:

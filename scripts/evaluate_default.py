@@ -1,7 +1,7 @@
 """Measure the keyframe model of the shipped default (or any pipeline directory) with the shapes
 analyzer: 16 keyframes at 64x64, without the interpolation and super-resolution stages.
 
-    python scripts/evaluate_default.py [--pipeline DIR] [--steps 25] [--seed-offset N] [--out metrics.json]
+    python scripts/evaluate_default.py [--pipeline DIR] [--steps 25] [--guidance 5] [--seed-offset N] [--out metrics.json]
 
 Prints, with the thresholds of issue 4, and exits non-zero when one is missed:
   seen prompts (96, one seed each):  color >= 90%, shape >= 80%, direction >= 85%
@@ -22,7 +22,8 @@ import torch
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pipeline", default=None)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="added to every sampling seed: other noise for the same prompts (a validation set "
                              "to choose between models on, keeping the reported seeds out of the choice)")
@@ -44,7 +45,7 @@ def main() -> int:
         analyses, expected = [], []
         for i, (color, shape, direction) in enumerate(combos):
             prompt = make_caption(color, shape, direction, rng)
-            video = pipe(prompt, fps=fps, steps=args.steps, seed=seed0 + i, progress=False,
+            video = pipe(prompt, fps=fps, steps=args.steps, guidance=args.guidance, seed=seed0 + i, progress=False,
                          interpolate=False, upscale=False)  # the keyframe model (cascade: evaluate_cascade.py)
             analyses.append(analyze_video(video.frames))
             expected.append(parse_prompt(prompt))
@@ -63,7 +64,7 @@ def main() -> int:
         "seen": seen_scores, "held_out": held_scores,
         "displacement_fps4": fast, "displacement_fps16": slow, "fps_ratio": fast / max(slow, 1e-9),
         "generations": len(seen) + len(held) + 2 * len(fps_combos), "wall_s": round(elapsed, 1),
-        "seed_offset": args.seed_offset,
+        "seed_offset": args.seed_offset, "steps": args.steps, "guidance": args.guidance,
     }
     checks = [
         ("seen color", seen_scores["color_acc"], ">=", 0.90), ("seen shape", seen_scores["shape_acc"], ">=", 0.80),

@@ -74,6 +74,21 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_file(tmp_path, pipeline_dir, ar
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_help_and_input_checks_do_not_import_the_models():
+    # `magicvideo --help` and the checks before loading a pipeline answer in a fraction of a second:
+    # they must not pull in torch (about 1-2 s) or diffusers (3 s, with torch._dynamo).
+    code = ("import sys\n"
+            "from magicvideo.cli import build_parser\n"
+            "from magicvideo.video_io import check_output_path\n"
+            "import magicvideo\n"
+            "build_parser().parse_args(['generate', 'a red circle', '-o', 'x.mp4'])\n"
+            "check_output_path('x.mp4')\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
+            "print(magicvideo.VideoUNet.__name__, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "VideoUNet True"]
+
+
 def test_the_schedule_travels_with_the_pipeline_and_shapes_the_initial_noise(tmp_path, pipeline_dir):
     from magicvideo.diffusion import NoiseSchedule
 
