@@ -228,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, distributed_context, train
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
-                           encoder=args.encoder, init_from=args.init_from, pool_clips=args.pool_clips,
+                           encoder=args.encoder, init_from=args.init_from, init_image_from=args.init_image_from, pool_clips=args.pool_clips,
                            object_weight=args.object_weight, align_weight=args.align_weight,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-from", default=None, help="initial weights: a U-Net (our model dir or an SD folder/file); for the vae "
                          "stage a trained VAE whose decoder is finetuned (encoder and latents kept); for "
                          "the sr stage a trained SR model")
+    tr.add_argument("--init-image-from", default=None,
+                    help="keyframe stage: a fresh U-Net (with any --unet changes) whose image part "
+                         "(all but the frame operators, temporal attention, fps and condition embeddings) comes from "
+                         "this VideoUNet directory, e.g. one trained with temporal_conv_op=none and "
+                         "temporal_attention=none as a text-to-image model; the video part starts at identity/zero")
     tr.add_argument("--data", default=None,
                     help="train on a folder of videos (captions.csv/.jsonl for captioned stages) instead of "
                          "the shapes domain")

@@ -40,6 +40,7 @@ class StageOptions:
     vae: str | None = None  # model directory of a trained VAE (keyframe stage)
     encoder: str | None = None  # directory of a trained LiT encoder, or a CLIP directory
     init_from: str | None = None  # start weights: our model dir, or an SD folder / file
+    init_image_from: str | None = None  # U-Net stages: a fresh model whose image part comes from this VideoUNet dir
     num_frames: int = 16
     fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
@@ -103,6 +104,8 @@ def build_stage(name: str, options: StageOptions) -> Stage:
     if options.data is not None and name in ("interpolation", "sr"):
         raise ValueError(f"--data: the {name} stage trains on the shapes domain only for now "
                          "(it needs clips at 4x the frame rate or frames at 4x the resolution)")
+    if options.init_image_from is not None and name != "keyframe":
+        raise ValueError(f"--init-image-from: only the keyframe stage starts a fresh VideoUNet, not the {name} stage")
     if name == "vae":
         return vae_stage(options)
     if name == "videovae":
@@ -333,9 +336,13 @@ def _load_unet(options: StageOptions) -> VideoUNet:
     path = Path(options.init_from) if options.init_from is not None else None
     if path is not None and options.unet_overrides:
         raise ValueError("--unet changes the architecture of a fresh model; it cannot be combined with --init-from")
+    if path is not None and options.init_image_from is not None:
+        raise ValueError("--init-image-from starts a fresh model; it cannot be combined with --init-from")
     if path is None:
         config = dataclasses.replace(preset.unet, max_frames=max(options.num_frames, preset.unet.max_frames))
         unet = VideoUNet(unet_config_with(config, options.unet_overrides))
+        if options.init_image_from is not None:
+            unet.load_image_part(options.init_image_from)
     elif (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         unet = VideoUNet.from_pretrained(path)
         if preset.unet.use_condition_embedding and not unet.config.use_condition_embedding:
@@ -475,7 +482,7 @@ def keyframe_stage(options: StageOptions) -> Stage:
         write_video(np.concatenate(videos, axis=2), stem.with_suffix(".gif"), fps=8)
 
     describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
-                "unet_overrides": dict(options.unet_overrides), "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
+                "init_image_from": options.init_image_from, "unet_overrides": dict(options.unet_overrides), "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
                 "pool_clips": pool_size, "latent_cache": options.latent_cache,
                 "object_weight": options.object_weight}
     return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)

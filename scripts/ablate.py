@@ -2,9 +2,15 @@
 
     python scripts/ablate.py [--steps 1200] [--pool-clips 2000] [--prompts 24] [--run runs/ablate]
                              [--only baseline conv1d ...] [--out runs/ablate/results.json] [--base PIPELINE] [--seed 0]
+                             [--image-steps N]
 
 Every variant trains a fresh tiny keyframe VideoUNet on the shipped VAE and encoder: half the
-steps unsupervised (image embeddings as proxy text), half on captions. One thing changes:
+steps unsupervised (image embeddings as proxy text), half on captions. With ``--image-steps N``
+the variants start, as the paper's start from Stable Diffusion, from one text-to-image model:
+the tiny preset without temporal layers (``temporal_conv_op=none``, ``temporal_attention=none``:
+every frame an independent image) trained N steps on the captions of the same pool (RUN/image_model),
+whose image part every variant takes (``--init-image-from``); the
+video layers start at identity/zero. One thing changes:
 
   baseline        frame adaptor, directed temporal attention, parallel with spatial attention
   conv1d          1D temporal convolution after each shared 2D conv instead of the adaptor
@@ -40,27 +46,31 @@ VARIANTS = {
 }
 
 
-def train(run: Path, variant: str, args, shipped: Path) -> Path:
-    common = ["--vae", str(shipped / "vae"), "--encoder", str(shipped / "encoder"), "--batch-size", "8",
-              "--pool-clips", str(args.pool_clips), "--lr", "3e-4", "--seed", str(args.seed), "-q"]
-    unet = [x for override in VARIANTS[variant] for x in ("--unet", override)]
+IMAGE_MODEL = ["temporal_conv_op=none", "temporal_attention=none"]  # the text-to-image start of --image-steps
 
-    def stage(out: Path, condition: str, steps: int, extra: list[str]) -> None:
-        if (out / "model").is_dir():
-            return
+
+def stage(run: Path, out: Path, condition: str, steps: int, extra: list[str], args, shipped: Path) -> Path:
+    """One keyframe-stage run (skipped when its model exists, resumed from its checkpoint)."""
+    if not (out / "model").is_dir():
         resume = ["--resume"] if (out / "checkpoint" / "state.json").is_file() else []
         cmd = [sys.executable, "-m", "magicvideo", "train", "--stage", "keyframe", "--condition", condition,
-               "-o", str(out), "--steps", str(steps), "--pool-cache", str(run / "pool"), *common, *extra, *resume]
+               "-o", str(out), "--steps", str(steps), "--pool-cache", str(run / "pool"), "--vae", str(shipped / "vae"),
+               "--encoder", str(shipped / "encoder"), "--batch-size", "8", "--pool-clips", str(args.pool_clips),
+               "--lr", "3e-4", "--seed", str(args.seed), "-q", *extra, *resume]
         print(" ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, check=True)
+    return out / "model"
 
+
+def train(run: Path, variant: str, args, shipped: Path, image: Path | None) -> Path:
+    unet = [x for override in VARIANTS[variant] for x in ("--unet", override)]
+    if image is not None:
+        unet += ["--init-image-from", str(image)]
     if variant == "no_pretraining":
-        stage(run / variant / "text", "text", args.steps, unet)
-    else:
-        half = args.steps // 2
-        stage(run / variant / "image", "image", half, unet)
-        stage(run / variant / "text", "text", args.steps - half, ["--init-from", str(run / variant / "image" / "model")])
-    return run / variant / "text" / "model"
+        return stage(run, run / variant / "text", "text", args.steps, unet, args, shipped)
+    half = args.steps // 2
+    first = stage(run, run / variant / "image", "image", half, unet, args, shipped)
+    return stage(run, run / variant / "text", "text", args.steps - half, ["--init-from", str(first)], args, shipped)
 
 
 def evaluate(model: Path, args, shipped: Path) -> dict:
@@ -105,6 +115,9 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=Path("runs/ablate"))
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/results.json)")
+    parser.add_argument("--image-steps", type=int, default=0,
+                        help="train a text-to-image model (no temporal layers) this many steps once and start every "
+                             "variant's image part from it, as the paper starts from Stable Diffusion (0: from scratch)")
     parser.add_argument("--base", type=Path, default=None,
                         help="pipeline whose VAE and encoder the variants use (default: the shipped one)")
     args = parser.parse_args()
@@ -115,11 +128,17 @@ def main() -> int:
     args.run.mkdir(parents=True, exist_ok=True)
     out = args.out or args.run / "results.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
+    image = None
+    if args.image_steps:
+        start = time.time()
+        image = stage(args.run, args.run / "image_model", "text", args.image_steps,
+                      [x for override in IMAGE_MODEL for x in ("--unet", override)], args, base)
+        print(f"text-to-image model: {image} ({time.time() - start:.0f} s)", flush=True)
     for variant in args.only:
         start = time.time()
-        model = train(args.run, variant, args, base)
+        model = train(args.run, variant, args, base, image)
         trained = time.time() - start
-        results[variant] = {**evaluate(model, args, base), "steps": args.steps,
+        results[variant] = {**evaluate(model, args, base), "steps": args.steps, "image_steps": args.image_steps,
                             "train_s": results.get(variant, {}).get("train_s", trained) if trained < 5 else trained}
         out.write_text(json.dumps(results, indent=1) + "\n")
         print(table({variant: results[variant]}).splitlines()[-1], flush=True)

@@ -39,6 +39,8 @@ def test_vae_lit_keyframe_chain(tmp_path):
     (["--unet", "attention_heads=3"], "not a VideoUNetConfig field"),
     (["--unet", "temporal_conv_op=lstm"], "temporal_conv_op must be one of"),
     (["--unet", "temporal_conv_op=conv1d", "--init-from", "somewhere"], "cannot be combined with --init-from"),
+    (["--init-image-from", "somewhere", "--init-from", "elsewhere"], "cannot be combined with --init-from"),
+    (["--init-image-from", "nowhere"], "nowhere/model.safetensors: weights file not found"),
 ])
 def test_unet_overrides_are_checked(tmp_path, capsys, args, message):
     from magicvideo.pipeline import DEFAULT_PIPELINE
@@ -46,6 +48,11 @@ def test_unet_overrides_are_checked(tmp_path, capsys, args, message):
     kf = ["--vae", str(DEFAULT_PIPELINE / "vae"), "--encoder", str(DEFAULT_PIPELINE / "encoder")]
     assert main(["train", "--stage", "keyframe", "-o", str(tmp_path / "run"), *kf, "--steps", "1", *args]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_init_image_from_is_refused_by_the_other_stages(tmp_path, capsys):
+    assert main(["train", "--stage", "sr", "-o", str(tmp_path / "run"), "--steps", "1", "--init-image-from", "x"]) == 2
+    assert "only the keyframe stage" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_keyframe_stage_needs_a_vae(tmp_path, capsys):

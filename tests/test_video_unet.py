@@ -221,6 +221,39 @@ def test_save_and_load_round_trip(tmp_path):
         torch.testing.assert_close(again(x, t, ctx), model(x, t, ctx), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("temporal_conv_op, layout", [("adaptor", "parallel"), ("conv1d", "sequential")])
+def test_image_part_of_our_own_image_model_starts_a_video_model(tmp_path, temporal_conv_op, layout):
+    from magicvideo.models import is_video_parameter
+
+    # a text-to-image model of our own: no temporal layers, every weight random (its fps embedding too)
+    image = randomize_(VideoUNet(small_config(temporal_conv_op="none", temporal_attention="none")), seed=1).eval()
+    image.save_pretrained(tmp_path / "image")
+    config = small_config(temporal_conv_op=temporal_conv_op, attention_layout=layout)
+    torch.manual_seed(5)
+    fresh = VideoUNet(config).state_dict()
+    torch.manual_seed(5)
+    video = VideoUNet(config).eval().load_image_part(tmp_path / "image")
+    own = video.state_dict()
+    assert any(is_video_parameter(k) for k in image.state_dict())  # the file's fps embedding is not taken
+    for key, value in own.items():
+        assert torch.equal(value, fresh[key] if is_video_parameter(key) else image.state_dict()[key]), key
+    # the video layers start as identity, so the video model is the image model (with the fresh
+    # model's fps embedding) frame by frame
+    reference = VideoUNet(image.config).eval()
+    reference.load_state_dict({k: own[k] if is_video_parameter(k) else v for k, v in image.state_dict().items()})
+    x, t, ctx = inputs(frames=5)
+    with torch.no_grad():
+        torch.testing.assert_close(video(x, t, ctx, fps=8.0), reference(x, t, ctx, fps=8.0), atol=1e-5, rtol=1e-5)
+
+
+def test_image_part_must_fit_the_model(tmp_path):
+    VideoUNet(small_config(block_out_channels=(16, 48), temporal_attention="none")).save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError, match=r"wide/model.safetensors \(image part\): tensor shapes do not match"):
+        VideoUNet(small_config()).load_image_part(tmp_path / "wide")
+    with pytest.raises(ValueError, match="weights file not found"):
+        VideoUNet(small_config()).load_image_part(tmp_path / "nowhere")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -460,6 +460,21 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
         assert not unexpected and all(k.startswith("condition_embedding.") for k in missing), (missing, unexpected)
         return model.to(next(self.parameters()).device).train(self.training)
 
+    def load_image_part(self, path: str | Path) -> "VideoUNet":
+        """Take the image part (every parameter but the video ones, ``is_video_parameter``)
+        from another VideoUNet's directory, in place; this model's video parameters are kept
+        (fresh: identity/zero). What ``from_pretrained_2d`` does with Stable Diffusion, for a
+        model of our own, e.g. one trained without temporal layers as a text-to-image model;
+        its own video parameters, if any, are not used. Every image parameter must be there,
+        with this model's shapes."""
+        from .io import WEIGHTS_NAME, load_safetensors, load_state_dict_checked
+
+        weights = Path(path) / WEIGHTS_NAME
+        state = {k: v for k, v in load_safetensors(weights).items() if not is_video_parameter(k)}
+        video = {k for k in self.state_dict() if is_video_parameter(k)}
+        load_state_dict_checked(self, state, f"{weights} (image part)", allowed_missing=video)
+        return self
+
     # -- files (save_pretrained / from_pretrained: ModelDirectoryMixin) ---------------------
     @classmethod
     def from_pretrained_2d(cls, path: str | Path, **video_options: Any) -> "VideoUNet":
