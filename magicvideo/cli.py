@@ -228,8 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, distributed_context, train
 
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
-                           encoder=args.encoder, init_from=args.init_from, init_image_from=args.init_image_from, pool_clips=args.pool_clips,
-                           object_weight=args.object_weight, align_weight=args.align_weight,
+                           encoder=args.encoder, init_from=args.init_from, init_image_from=args.init_image_from,
+                           pool_clips=args.pool_clips, object_weight=args.object_weight, align_weight=args.align_weight,
                            pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
                            num_frames=args.num_frames, device=args.device, unet_overrides=tuple(args.unet),

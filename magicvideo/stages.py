@@ -40,7 +40,7 @@ class StageOptions:
     vae: str | None = None  # model directory of a trained VAE (keyframe stage)
     encoder: str | None = None  # directory of a trained LiT encoder, or a CLIP directory
     init_from: str | None = None  # start weights: our model dir, or an SD folder / file
-    init_image_from: str | None = None  # U-Net stages: a fresh model whose image part comes from this VideoUNet dir
+    init_image_from: str | None = None  # keyframe: a fresh model whose image part comes from this VideoUNet dir
     num_frames: int = 16
     fps_choices: tuple[float, ...] = (4.0, 8.0, 16.0)
     cond_drop: float = 0.1  # probability of the null condition (classifier-free guidance)
@@ -482,7 +482,8 @@ def keyframe_stage(options: StageOptions) -> Stage:
         write_video(np.concatenate(videos, axis=2), stem.with_suffix(".gif"), fps=8)
 
     describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
-                "init_image_from": options.init_image_from, "unet_overrides": dict(options.unet_overrides), "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
+                "init_image_from": options.init_image_from, "unet_overrides": dict(options.unet_overrides),
+                "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
                 "pool_clips": pool_size, "latent_cache": options.latent_cache,
                 "object_weight": options.object_weight}
     return Stage("keyframe", unet, loss, make_batch, save, sample, describe=describe)

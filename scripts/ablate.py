@@ -8,9 +8,9 @@ Every variant trains a fresh tiny keyframe VideoUNet on the shipped VAE and enco
 steps unsupervised (image embeddings as proxy text), half on captions. With ``--image-steps N``
 the variants start, as the paper's start from Stable Diffusion, from one text-to-image model:
 the tiny preset without temporal layers (``temporal_conv_op=none``, ``temporal_attention=none``:
-every frame an independent image) trained N steps on the captions of the same pool (RUN/image_model),
-whose image part every variant takes (``--init-image-from``); the
-video layers start at identity/zero. One thing changes:
+every frame an independent image) trained N steps on the captions of the same pool
+(RUN/image_model), whose image part every variant takes (``--init-image-from``); the video
+layers start at identity/zero. One thing changes:
 
   baseline        frame adaptor, directed temporal attention, parallel with spatial attention
   conv1d          1D temporal convolution after each shared 2D conv instead of the adaptor
@@ -116,8 +116,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default RUN/results.json)")
     parser.add_argument("--image-steps", type=int, default=0,
-                        help="train a text-to-image model (no temporal layers) this many steps once and start every "
-                             "variant's image part from it, as the paper starts from Stable Diffusion (0: from scratch)")
+                        help="train a text-to-image model (no temporal layers) this many steps once and start "
+                             "every variant's image part from it, as the paper starts from Stable Diffusion "
+                             "(0: from scratch)")
     parser.add_argument("--base", type=Path, default=None,
                         help="pipeline whose VAE and encoder the variants use (default: the shipped one)")
     args = parser.parse_args()

@@ -1,7 +1,8 @@
 """Measure the keyframe model of the shipped default (or any pipeline directory) with the shapes
 analyzer: 16 keyframes at 64x64, without the interpolation and super-resolution stages.
 
-    python scripts/evaluate_default.py [--pipeline DIR] [--steps 25] [--guidance 5] [--seed-offset N] [--out metrics.json]
+    python scripts/evaluate_default.py [--pipeline DIR] [--steps 25] [--guidance 5] [--seed-offset N]
+                                       [--out metrics.json]
 
 Prints, with the thresholds of issue 4, and exits non-zero when one is missed:
   seen prompts (96, one seed each):  color >= 90%, shape >= 80%, direction >= 85%
