@@ -20,7 +20,6 @@ import torch
 
 from .config import VideoUNetConfig, VideoVAEConfig
 from .models.io import load_safetensors, load_state_dict_checked
-from .models.video_unet import is_video_parameter
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -107,9 +106,7 @@ def load_unet_2d(cls: type, path: str | Path, **video_options: Any):
         padded = torch.zeros_like(own["conv_in.weight"])  # extra input channels start at zero
         padded[:, : config.in_channels] = conv_in
         state = {**state, "conv_in.weight": padded}
-    allowed = {k for k in own if is_video_parameter(k)}
-    load_state_dict_checked(model, state, str(weights), allowed_missing=allowed)
-    return model.eval()
+    return model.load_image_state(state, str(weights)).eval()
 
 
 def _single_file_vae_config(checkpoint: dict[str, torch.Tensor], source: Path) -> dict[str, Any]:

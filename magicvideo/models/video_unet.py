@@ -467,12 +467,20 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
         model of our own, e.g. one trained without temporal layers as a text-to-image model;
         its own video parameters, if any, are not used. Every image parameter must be there,
         with this model's shapes."""
-        from .io import WEIGHTS_NAME, load_safetensors, load_state_dict_checked
+        from .io import WEIGHTS_NAME, load_safetensors
 
         weights = Path(path) / WEIGHTS_NAME
         state = {k: v for k, v in load_safetensors(weights).items() if not is_video_parameter(k)}
+        return self.load_image_state(state, f"{weights} (image part)")
+
+    def load_image_state(self, state: dict[str, torch.Tensor], source: str) -> "VideoUNet":
+        """Load an image model's state dict (no video parameters) in place: every image
+        parameter must be there with this model's shapes; the video parameters are kept.
+        ``source`` names the file in errors."""
+        from .io import load_state_dict_checked
+
         video = {k for k in self.state_dict() if is_video_parameter(k)}
-        load_state_dict_checked(self, state, f"{weights} (image part)", allowed_missing=video)
+        load_state_dict_checked(self, state, source, allowed_missing=video)
         return self
 
     # -- files (save_pretrained / from_pretrained: ModelDirectoryMixin) ---------------------
