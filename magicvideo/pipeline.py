@@ -46,7 +46,7 @@ MAX_KEYFRAMES = 1024  # long videos: windows of the model's max_frames, each con
 # rendered sources apart from those of scripts/evaluate_applications.py (docs/applications.md).
 DEFAULTS: dict[str, Any] = {"fps": 8.0, "steps": 25, "guidance": 5.0, "scheduler": "dpm",
                             "interpolation_steps": 10, "interpolation_guidance": 1.0,
-                            "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8,
+                            "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8, "sr_consistency_steps": 10,
                             "image_guidance": 2.5, "vary_strength": 0.7, "edit_strength": 0.7}
 
 
@@ -243,7 +243,8 @@ class MagicVideoPipeline:
         if upscale:
             frames = upscale_video(self.sr, frames, self.sr_schedule, steps=int(d["sr_steps"]),
                                    noise_level=int(d["sr_noise_level"]), seed=seed,
-                                   batch_frames=int(d["sr_batch_frames"]), progress=progress)
+                                   batch_frames=int(d["sr_batch_frames"]),
+                                   consistency_steps=int(d["sr_consistency_steps"]), progress=progress)
         pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return VideoOutput(frames=pixels, fps=out_fps)
 

@@ -7,7 +7,8 @@ Prints, with the targets of issue 5 (exit status 1 when one is missed):
   interpolation on held-out clips: centroid error of the in-between frames (pixels), next to
     the error of repeating the previous keyframe; analyzer color/direction accuracy of 61-frame
     outputs within 5 points of keyframes-only outputs
-  super-resolution on held-out frames (64 -> 256): PSNR and SSIM above bicubic upsampling
+  super-resolution on held-out frames (64 -> 256): PSNR and SSIM above bicubic upsampling (also
+    reported for the model's samples before their projection onto the input, "unprojected")
   flicker: jitter of SR output with shared vs independent initial noise
   speed: full cascade (61 frames at 256x256) <= 60 s; peak memory growth of decode + SR for
     61 frames <= 1.3x that for 16 frames (measured in child processes, Linux VmHWM)
@@ -48,6 +49,12 @@ def video_u8(video: torch.Tensor) -> np.ndarray:
     return frames_u8(video.transpose(0, 1))
 
 
+def sr_settings(defaults: dict) -> dict:
+    """upscale_video's sampling arguments from a pipeline's defaults."""
+    return {"steps": int(defaults["sr_steps"]), "noise_level": int(defaults["sr_noise_level"]),
+            "consistency_steps": int(defaults["sr_consistency_steps"])}
+
+
 def memory_probe(pipeline: str | None, num_frames: int) -> None:
     """Child process: peak RSS growth (bytes) of VideoVAE decode + SR of ``num_frames`` latents."""
     from magicvideo.pipeline import MagicVideoPipeline
@@ -69,8 +76,8 @@ def memory_probe(pipeline: str | None, num_frames: int) -> None:
     before = status("VmRSS")
     with torch.no_grad():
         frames = pipe.vae.decode(latents)[0].transpose(0, 1)
-        upscale_video(pipe.sr, frames, pipe.sr_schedule, steps=int(pipe.defaults["sr_steps"]),
-                      batch_frames=int(pipe.defaults["sr_batch_frames"]))
+        upscale_video(pipe.sr, frames, pipe.sr_schedule, batch_frames=int(pipe.defaults["sr_batch_frames"]),
+                      **sr_settings(pipe.defaults))
     print(json.dumps({"peak_growth": status("VmHWM") - before}))
 
 
@@ -166,23 +173,25 @@ def main() -> int:
     # -- super-resolution on held-out frames ------------------------------------------------
     scale = pipe.sr.config.scale
     low, high = heldout_sr_frames(pipe, args.frames)
-    up = upscale_video(pipe.sr, low, pipe.sr_schedule, steps=int(d["sr_steps"]), noise_level=int(d["sr_noise_level"]))
+    up = upscale_video(pipe.sr, low, pipe.sr_schedule, **sr_settings(d))
+    # the model's sample alone, without the projection onto its input (project_to_low_res)
+    raw = upscale_video(pipe.sr, low, pipe.sr_schedule, **{**sr_settings(d), "consistency_steps": 0})
     bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
-    hr, sr_u8, bic_u8 = frames_u8(high), frames_u8(up), frames_u8(bicubic)
+    hr, sr_u8, raw_u8, bic_u8 = frames_u8(high), frames_u8(up), frames_u8(raw), frames_u8(bicubic)
 
     def ssim(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.mean([structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b)]))
 
-    figures["sr"] = {"psnr": psnr(sr_u8, hr), "psnr_bicubic": psnr(bic_u8, hr),
-                     "ssim": ssim(sr_u8, hr), "ssim_bicubic": ssim(bic_u8, hr), "frames": args.frames}
+    figures["sr"] = {"psnr": psnr(sr_u8, hr), "psnr_bicubic": psnr(bic_u8, hr), "psnr_unprojected": psnr(raw_u8, hr),
+                     "ssim": ssim(sr_u8, hr), "ssim_bicubic": ssim(bic_u8, hr), "ssim_unprojected": ssim(raw_u8, hr),
+                     "consistency_steps": int(d["sr_consistency_steps"]), "frames": args.frames}
 
     # -- flicker: shared vs independent SR noise on a held-out clip -------------------------
     clip = ShapesDataset(num_frames=16, resolution=res * scale, split="heldout", seed=78)[0]["video"]
     low_clip = F.avg_pool2d(clip.transpose(0, 1), scale)
     flick = {}
     for name, shared in (("shared", True), ("independent", False)):
-        out = frames_u8(upscale_video(pipe.sr, low_clip, pipe.sr_schedule, steps=int(d["sr_steps"]),
-                                     noise_level=int(d["sr_noise_level"]), shared_noise=shared))
+        out = frames_u8(upscale_video(pipe.sr, low_clip, pipe.sr_schedule, shared_noise=shared, **sr_settings(d)))
         a = analyze_video(out)
         flick[name] = {"jitter": a.jitter, "flicker": a.flicker, "dithering": dithering(out, video_u8(clip))}
     figures["sr_noise"] = flick
@@ -195,7 +204,8 @@ def main() -> int:
                           "size": int(video.frames.shape[1]), "fps": video.fps}
     growth = {}
     for n in (16, 61):
-        cmd = [sys.executable, __file__, "--memory-probe", str(n)] + (["--pipeline", args.pipeline] if args.pipeline else [])
+        cmd = [sys.executable, __file__, "--memory-probe", str(n)]
+        cmd += ["--pipeline", args.pipeline] if args.pipeline else []
         growth[n] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["peak_growth"]
     figures["memory"] = {"peak_growth_16_mb": growth[16] / 2**20, "peak_growth_61_mb": growth[61] / 2**20,
                          "ratio_61_vs_16": growth[61] / max(growth[16], 1)}

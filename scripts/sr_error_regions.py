@@ -3,7 +3,7 @@
 by distance to the object (black background) and into the object's rim and inside.
 
     python scripts/sr_error_regions.py [--pipeline DIR] [--frames 16] [--sr-steps N] [--noise-level S]
-                                       [--scheduler dpm|ddim]
+                                       [--scheduler dpm|ddim] [--consistency-steps N]
 
 Prints, per region: its share of the pixels, mean SSIM of SR and of bicubic (means of the SSIM
 maps, frame borders included, so a little above evaluate_cascade.py's cropped SSIM), SR's mean
@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--sr-steps", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--noise-level", type=int, default=None, help="augmentation level; default: the pipeline's")
     parser.add_argument("--scheduler", default="dpm")
+    parser.add_argument("--consistency-steps", type=int, default=None,
+                        help="projection onto the input (project_to_low_res); 0: the model's sample alone; "
+                             "default: the pipeline's")
     args = parser.parse_args()
 
     from magicvideo.models.sr_unet import upscale_video
@@ -43,8 +46,9 @@ def main() -> None:
     hr = to_u8(high)
     steps = int(d["sr_steps"]) if args.sr_steps is None else args.sr_steps
     level = int(d["sr_noise_level"]) if args.noise_level is None else args.noise_level
+    project = int(d["sr_consistency_steps"]) if args.consistency_steps is None else args.consistency_steps
     outputs = {"sr": to_u8(upscale_video(pipe.sr, low, pipe.sr_schedule, steps=steps, noise_level=level,
-                                         scheduler=args.scheduler)),
+                                         scheduler=args.scheduler, consistency_steps=project)),
                "bicubic": to_u8(F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False))}
     ssim = {k: np.stack([structural_similarity(x, y, channel_axis=-1, data_range=255, full=True)[1].mean(-1)
                          for x, y in zip(v, hr)]) for k, v in outputs.items()}
@@ -57,7 +61,8 @@ def main() -> None:
         regions[f"background {lo}-{hi if hi < 10**6 else 'inf'} px away"] = ~obj & (dist > lo) & (dist <= hi)
     deficit = (ssim["bicubic"] - ssim["sr"]).mean()
     print(f"SSIM sr {ssim['sr'].mean():.4f} bicubic {ssim['bicubic'].mean():.4f} (deficit {deficit:.4f}), "
-          f"{args.frames} frames, {args.scheduler} {steps} steps, augmentation level {level}")
+          f"{args.frames} frames, {args.scheduler} {steps} steps, augmentation level {level}, "
+          f"{project} projection steps")
     print(f"{'region':32s} {'pixels':>7s} {'SSIM sr':>8s} {'bicubic':>8s} {'|err| sr':>9s} {'deficit':>8s}")
     for name, m in regions.items():
         if m.any():

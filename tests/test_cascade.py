@@ -16,7 +16,7 @@ from magicvideo.diffusion import NoiseSchedule
 from magicvideo.interpolate import (GAP, WINDOW, assemble, interpolate_latents, interpolation_channels, output_frames,
                                     window_conditioning)
 from magicvideo.models.encoders import MiniLMLiTEncoder
-from magicvideo.models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res, upscale_video
+from magicvideo.models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res, project_to_low_res, upscale_video
 from magicvideo.pipeline import MagicVideoPipeline
 
 TINY_UNET = VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(False, True), num_attention_heads=(2, 2),
@@ -122,10 +122,41 @@ def test_residual_sr_starts_as_bicubic_and_plain_sr_does_not():
     frames = torch.rand(3, 3, 32, 32) * 2 - 1
     bicubic = F.interpolate(frames, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
     residual = SRUNet(TINY_SR)
-    torch.testing.assert_close(upscale_video(residual, frames, SR_SCHEDULE, steps=3), bicubic)
+    torch.testing.assert_close(upscale_video(residual, frames, SR_SCHEDULE, steps=3, consistency_steps=0), bicubic)
     plain = SRUNet(dataclasses.replace(TINY_SR, residual=False))
     assert (upscale_video(plain, frames, SR_SCHEDULE, steps=3) - bicubic).abs().mean() > 0.1
     assert SR_SCHEDULE.prediction_type == "sample"
+
+
+def test_projection_to_low_res_agrees_with_the_input_and_never_moves_away_from_a_consistent_frame():
+    gen = torch.Generator().manual_seed(0)
+    truth = (torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1).clamp(-0.9, 1)  # any frame in range
+    truth[:, :, :8] = -1.0  # a black band: its low-res pixels are exactly -1
+    low = F.avg_pool2d(truth, 4)
+    start = (truth + 0.3 * torch.randn(truth.shape, generator=gen)).clamp(-1, 1)
+    distances = [(project_to_low_res(start, low, 4, steps=k) - truth).norm().item() for k in range(8)]
+    assert all(b <= a + 1e-5 for a, b in zip(distances, distances[1:]))  # POCS: never farther from truth
+    out = project_to_low_res(start, low, 4, steps=100)
+    assert out.min() >= -1 and out.max() <= 1
+    torch.testing.assert_close(F.avg_pool2d(out, 4), low, atol=1e-3, rtol=0)
+    # block mean -1 and no pixel below -1: the only consistent block is black (within half a level)
+    assert (out[:, :, :8] + 1).abs().max() < 1 / 255 and (start[:, :, :8] + 1).abs().max() > 0.3
+    torch.testing.assert_close(project_to_low_res(truth, low, 4, steps=5), truth)  # consistent: kept
+    torch.testing.assert_close(project_to_low_res(start * 2, low, 4, steps=0), (start * 2).clamp(-1, 1))
+    with pytest.raises(ValueError, match="not 4x"):
+        project_to_low_res(start, low[..., :4], 4)
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        project_to_low_res(start, low, 4, steps=-1)
+
+
+def test_upscale_video_output_is_consistent_with_its_input(parts):
+    sr = parts[4]
+    frames = (torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).clamp(-0.9, 0.9)
+    raw = upscale_video(sr, frames, SR_SCHEDULE, steps=2, consistency_steps=0)
+    out = upscale_video(sr, frames, SR_SCHEDULE, steps=2)
+    scale = sr.config.scale
+    assert (F.avg_pool2d(raw, scale) - frames).abs().mean() > 10 * (F.avg_pool2d(out, scale) - frames).abs().mean()
+    torch.testing.assert_close(out, project_to_low_res(raw, frames, scale, steps=10))
 
 
 def test_sr_stage_regresses_the_residual_over_bicubic():

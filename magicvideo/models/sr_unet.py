@@ -2,15 +2,21 @@
 
 ``SRUNet`` predicts the clean high-resolution frame (x0-prediction: in pixel space the
 denoised frame is what we want sharp) from a noisy one, given the low-resolution frame. With
-``config.residual`` the diffused variable is the residual ``HR - base(LR)``, where
-``base`` is the bicubic upsampling, and ``upscale_video`` adds the base back. The low-res input is itself noised to a level ``s`` during training
-(noise-conditioning augmentation), and ``s`` is embedded like a timestep, so that at
+``config.residual`` the diffused variable is the residual ``HR - base(LR)``, where ``base`` is
+the bicubic upsampling, and ``upscale_video`` adds the base back. The low-res input is itself
+noised to a level ``s`` during training (noise-conditioning augmentation), and ``s`` is embedded like a timestep, so that at
 sampling a small fixed ``s`` makes the model robust to the artifacts of the stages before it.
 
 The U-Net is diffusers' ``UNet2DModel`` (time + class embedding, resnet blocks); what is ours
 is the conditioning and the space-to-depth folding (see ``SRUNetConfig``). Frames are
 ``(N, 3, H, W)`` in [-1, 1]; a video is upscaled frame by frame with ``upscale_video``, all
 frames sharing one initial noise and one augmentation noise (less flicker).
+
+The degradation the model inverts is known: a low-res pixel is the mean of its ``scale`` x
+``scale`` block (``stages.sr_frame_pair``). ``project_to_low_res`` makes a sample agree with
+its input exactly, by alternating projections (POCS) onto the frames whose block means are
+the input and onto the pixel range: the sample's detail stays, the small offsets it leaves
+where the input is flat go (on a black background, any level off zero costs most of SSIM).
 """
 from __future__ import annotations
 
@@ -77,6 +83,23 @@ def augment_low_res(low_res: torch.Tensor, noise_level: torch.Tensor, alphas_cum
     return abar.sqrt() * low_res + (1 - abar).sqrt() * noise
 
 
+def project_to_low_res(high: torch.Tensor, low: torch.Tensor, scale: int, steps: int = 10) -> torch.Tensor:
+    """Alternating projections of ``high`` (N, 3, H, W) onto the frames whose ``scale`` x ``scale``
+    block means equal ``low`` (N, 3, H/scale, W/scale) (the orthogonal projection takes each
+    block's mismatch off all its pixels) and onto [-1, 1] (``low`` is clamped to it too). Both
+    sets are convex and hold every frame that ``low`` is the block means of, so no step moves
+    the result away from any such frame; ``steps`` = 0 only clamps."""
+    if high.shape[:2] != low.shape[:2] or high.shape[-2:] != tuple(scale * s for s in low.shape[-2:]):
+        raise ValueError(f"high-res frames {tuple(high.shape)} are not {scale}x the low-res frames {tuple(low.shape)}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    high, low = high.clamp(-1, 1), low.to(high.dtype).clamp(-1, 1)
+    for _ in range(steps):
+        mismatch = F.avg_pool2d(high, scale) - low
+        high = (high - F.interpolate(mismatch, scale_factor=scale, mode="nearest")).clamp(-1, 1)
+    return high
+
+
 @torch.no_grad()
 def upscale_video(
     model: SRUNet,
@@ -88,11 +111,14 @@ def upscale_video(
     scheduler: str = "dpm",
     batch_frames: int = 8,
     shared_noise: bool = True,
+    consistency_steps: int = 10,
     progress: bool = False,
 ) -> torch.Tensor:
     """Upscale frames (T, 3, h, w) in [-1, 1] -> (T, 3, h*scale, w*scale). Frames run in
     batches of ``batch_frames`` (memory stays flat in T); with ``shared_noise`` every frame
-    starts from the same noise and gets the same augmentation noise."""
+    starts from the same noise and gets the same augmentation noise. Each sample is then made
+    consistent with its (clean) input frame by ``consistency_steps`` of ``project_to_low_res``
+    (0: the model's sample as it is, clamped)."""
     from ..diffusion import sample
 
     if frames.ndim != 4 or frames.shape[1] != 3:
@@ -120,8 +146,8 @@ def upscale_video(
             return model(x, timestep, low, level)
 
         detail = sample(denoise, latents, sched, steps, generator=gen, progress=False)
-        out.append((model.base(chunk) + detail).clamp(-1, 1))
+        out.append(project_to_low_res(model.base(chunk) + detail, chunk, cfg.scale, consistency_steps))
     return torch.cat(out)
 
 
-__all__ = ["SR_SCHEDULE", "SRUNet", "augment_low_res", "upscale_video"]
+__all__ = ["SR_SCHEDULE", "SRUNet", "augment_low_res", "project_to_low_res", "upscale_video"]
