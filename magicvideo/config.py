@@ -166,10 +166,16 @@ class VideoVAEConfig:
     sample_size: int = 64  # pixel height/width the VAE is meant for
     temporal_attention_heads: int = 1  # heads of each decoder temporal attention layer
     temporal_window: int = 16  # frames each decoded frame may look back on (incl. itself)
+    # decoder places with a temporal layer: after the mid block, then after each up block in
+    # turn (2: the mid block and the first up block; 1 + len(block_out_channels): everywhere)
+    temporal_levels: int = 2
 
     def __post_init__(self) -> None:
         if self.temporal_window < 1:
             raise ValueError(f"temporal_window must be >= 1, got {self.temporal_window}")
+        if not 1 <= self.temporal_levels <= 1 + len(self.block_out_channels):
+            raise ValueError(f"temporal_levels must be in [1, {1 + len(self.block_out_channels)}] (the mid block "
+                             f"and {len(self.block_out_channels)} up blocks), got {self.temporal_levels}")
         for ch in self.block_out_channels:
             if ch % self.norm_num_groups:
                 raise ValueError(f"width {ch} is not divisible by norm_num_groups={self.norm_num_groups}")
@@ -179,6 +185,11 @@ class VideoVAEConfig:
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+    def temporal_widths(self) -> list[int]:
+        """Channels at each temporal layer: the mid block's, then each up block's output."""
+        up = list(reversed(self.block_out_channels))
+        return [up[0]] + up[: self.temporal_levels - 1]
 
     @classmethod
     def from_diffusers(cls, dcfg: dict[str, Any], **video_options: Any) -> "VideoVAEConfig":

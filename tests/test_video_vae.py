@@ -20,9 +20,15 @@ def trained_like(vae: VideoVAE, seed: int = 3) -> VideoVAE:
     return vae.eval()
 
 
-def test_vae_encode_decode_match_diffusers(diffusers_vae, video):
+def all_levels(path) -> int:
+    """temporal_levels that puts a temporal layer after the mid block and every up block."""
+    return 1 + len(VideoVAE.from_pretrained_2d(path).config.block_out_channels)
+
+
+@pytest.mark.parametrize("levels", [2, None])
+def test_vae_encode_decode_match_diffusers(diffusers_vae, video, levels):
     ref, path = diffusers_vae
-    vae = VideoVAE.from_pretrained_2d(path)
+    vae = VideoVAE.from_pretrained_2d(path, temporal_levels=levels or all_levels(path))
     sf = ref.config.scaling_factor
     with torch.no_grad():
         ours_z = vae.encode(video, chunk_frames=5)
@@ -34,9 +40,11 @@ def test_vae_encode_decode_match_diffusers(diffusers_vae, video):
         assert (vae.decode(ours_z, temporal=False) - per_video(theirs, 16)).abs().max() <= 1e-5
 
 
-def test_videovae_decoder_is_causal(diffusers_vae, video):
+@pytest.mark.parametrize("levels", [1, 2, None])
+def test_videovae_decoder_is_causal(diffusers_vae, video, levels):
     _, path = diffusers_vae
-    vae = trained_like(VideoVAE.from_pretrained_2d(path))
+    vae = trained_like(VideoVAE.from_pretrained_2d(path, temporal_levels=levels or all_levels(path)))
+    assert len(vae.temporal_layers) == (levels or all_levels(path))
     with torch.no_grad():
         z = vae.encode(video)
         z2 = z.clone()
@@ -47,9 +55,10 @@ def test_videovae_decoder_is_causal(diffusers_vae, video):
     assert (diff[k + 1:] > 1e-4).all(), diff  # carried forward by the temporal layers only
 
 
-def test_chunked_decoding_equals_full_decoding(diffusers_vae, video):
+@pytest.mark.parametrize("levels", [2, None])
+def test_chunked_decoding_equals_full_decoding(diffusers_vae, video, levels):
     _, path = diffusers_vae
-    vae = trained_like(VideoVAE.from_pretrained_2d(path))
+    vae = trained_like(VideoVAE.from_pretrained_2d(path, temporal_levels=levels or all_levels(path)))
     with torch.no_grad():
         z = vae.encode(video)
         full = vae.decode(z, chunk_frames=16)
@@ -82,6 +91,8 @@ def test_bad_inputs_name_the_problem():
         vae.decode(torch.zeros(1, 3, 2, 8, 8))
     with pytest.raises(ValueError, match="temporal_window"):
         VideoVAEConfig(temporal_window=0)
+    with pytest.raises(ValueError, match=r"temporal_levels must be in \[1, 3\]"):
+        VideoVAEConfig(block_out_channels=(16, 32), norm_num_groups=8, temporal_levels=4)
 
 
 def test_save_and_load_round_trip(tmp_path, video):

@@ -3,7 +3,8 @@
 Layout: videos are ``(B, 3, F, H, W)`` in [-1, 1]; latents ``(B, C, F, h, w)``, already
 multiplied by the scaling factor (what the diffusion model sees). Frames are encoded one by
 one (diffusers' ``AutoencoderKL``, unchanged). The decoder gets two directed temporal
-attention layers (paper §3): one after the mid block, one after the first up block. Each is
+attention layers (paper §3): one after the mid block, one after the first up block
+(``config.temporal_levels`` puts more after the following up blocks, up to full resolution). Each is
 a residual attention over the frame axis at every pixel, causal, with a zero-initialised
 output projection, so at init the VideoVAE decodes exactly like the image VAE.
 
@@ -54,9 +55,9 @@ class VideoVAE(ModelDirectoryMixin, nn.Module):
         super().__init__()
         cfg = self.config = config or VideoVAEConfig()
         self.vae = AutoencoderKL(**cfg.to_diffusers())
-        top = cfg.block_out_channels[-1]  # width after the mid block and the first up block
         self.temporal_layers = nn.ModuleList(
-            [DecoderTemporalLayer(top, cfg.temporal_attention_heads, cfg.norm_num_groups) for _ in range(2)]
+            [DecoderTemporalLayer(width, cfg.temporal_attention_heads, cfg.norm_num_groups)
+             for width in cfg.temporal_widths()]
         )
 
     # -- checks ---------------------------------------------------------------------------
@@ -105,7 +106,7 @@ class VideoVAE(ModelDirectoryMixin, nn.Module):
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         cfg = self.config
         z = latents / cfg.scaling_factor + (cfg.shift_factor or 0.0)
-        caches: list[Any] = [None, None]
+        caches: list[Any] = [None] * len(self.temporal_layers)
         out = []
         for start in range(0, z.shape[2], chunk_frames):
             chunk = z[:, :, start : start + chunk_frames]
@@ -114,18 +115,20 @@ class VideoVAE(ModelDirectoryMixin, nn.Module):
         return torch.cat(out, dim=2)
 
     def _decode_chunk(self, z: torch.Tensor, num_frames: int, caches: list[Any], temporal: bool):
-        """Diffusers' Decoder.forward with the two temporal layers spliced in."""
+        """Diffusers' Decoder.forward with the temporal layers spliced in: layer 0 after the
+        mid block, layer i after up block i - 1."""
         dec = self.vae.decoder
         window = self.config.temporal_window
-        h = dec.conv_in(self.vae.post_quant_conv(z))
-        h = dec.mid_block(h, None)
         new_caches = list(caches)
-        if temporal:
-            h, new_caches[0] = self.temporal_layers[0](h, num_frames, caches[0], window)
+
+        def temporal_layer(i: int, h: torch.Tensor) -> torch.Tensor:
+            if temporal and i < len(self.temporal_layers):
+                h, new_caches[i] = self.temporal_layers[i](h, num_frames, caches[i], window)
+            return h
+
+        h = temporal_layer(0, dec.mid_block(dec.conv_in(self.vae.post_quant_conv(z)), None))
         for i, up_block in enumerate(dec.up_blocks):
-            h = up_block(h, None)
-            if i == 0 and temporal:
-                h, new_caches[1] = self.temporal_layers[1](h, num_frames, caches[1], window)
+            h = temporal_layer(i + 1, up_block(h, None))
         h = dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))
         return h, new_caches
 
