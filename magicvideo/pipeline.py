@@ -48,6 +48,17 @@ DEFAULTS: dict[str, Any] = {"fps": 8.0, "steps": 25, "guidance": 5.0, "scheduler
                             "interpolation_steps": 10, "interpolation_guidance": 1.0,
                             "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8, "sr_consistency_steps": 10,
                             "image_guidance": 2.5, "vary_strength": 0.7, "edit_strength": 0.7}
+# the smallest value each integer default may take
+MIN_INT_DEFAULTS = {"steps": 1, "interpolation_steps": 1, "sr_steps": 1, "sr_noise_level": 0, "sr_batch_frames": 1,
+                    "sr_consistency_steps": 0}
+
+
+def check_defaults(defaults: dict[str, Any]) -> None:
+    """A pipeline's ``defaults`` (pipeline.json): the integer settings are integers in range."""
+    for key, low in MIN_INT_DEFAULTS.items():
+        value = defaults.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"defaults: {key} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -66,6 +77,7 @@ class MagicVideoPipeline:
         self.schedule = schedule or NoiseSchedule()
         self.sr_schedule = sr_schedule or SR_SCHEDULE
         self.defaults = {**DEFAULTS, **(defaults or {})}
+        check_defaults(self.defaults)
         self._check_stages()
 
     @property
@@ -112,7 +124,8 @@ class MagicVideoPipeline:
             spec = json.loads(spec_file.read_text())
             stages = spec["stages"]
             schedules = {k: NoiseSchedule(**spec[k]) for k in ("schedule", "sr_schedule") if k in spec}
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            check_defaults(spec.get("defaults") or {})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{spec_file}: malformed ({err})") from None
         for stage in (*REQUIRED_STAGES, *OPTIONAL_STAGES):
             if (stage in REQUIRED_STAGES or stage in stages) and not (path / str(stages.get(stage))).is_dir():

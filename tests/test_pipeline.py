@@ -47,6 +47,11 @@ def test_pipeline_directory_problems_are_named(tmp_path, pipeline_dir):
     (tmp_path / "pipeline.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="stage 'keyframe' is missing"):
         MagicVideoPipeline.from_pretrained(tmp_path)
+    spec = json.loads((pipeline_dir / "pipeline.json").read_text())
+    for key, value in (("sr_consistency_steps", -1), ("sr_steps", 0), ("steps", 2.5)):
+        (tmp_path / "pipeline.json").write_text(json.dumps({**spec, "defaults": {**spec["defaults"], key: value}}))
+        with pytest.raises(ValueError, match=rf"pipeline.json: malformed \(defaults: {key} must be an integer"):
+            MagicVideoPipeline.from_pretrained(tmp_path)
 
 
 def test_cli_generates_a_video(tmp_path, pipeline_dir, capsys):

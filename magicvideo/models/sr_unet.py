@@ -4,8 +4,9 @@
 denoised frame is what we want sharp) from a noisy one, given the low-resolution frame. With
 ``config.residual`` the diffused variable is the residual ``HR - base(LR)``, where ``base`` is
 the bicubic upsampling, and ``upscale_video`` adds the base back. The low-res input is itself
-noised to a level ``s`` during training (noise-conditioning augmentation), and ``s`` is embedded like a timestep, so that at
-sampling a small fixed ``s`` makes the model robust to the artifacts of the stages before it.
+noised to a level ``s`` during training (noise-conditioning augmentation), and ``s`` is
+embedded like a timestep, so that at sampling a small fixed ``s`` makes the model robust to
+the artifacts of the stages before it.
 
 The U-Net is diffusers' ``UNet2DModel`` (time + class embedding, resnet blocks); what is ours
 is the conditioning and the space-to-depth folding (see ``SRUNetConfig``). Frames are
