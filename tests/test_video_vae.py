@@ -63,7 +63,8 @@ def test_chunked_decoding_equals_full_decoding(diffusers_vae, video, levels):
         z = vae.encode(video)
         full = vae.decode(z, chunk_frames=16)
         for chunk in (1, 3, 7):
-            assert (vae.decode(z, chunk_frames=chunk) - full).abs().max() <= 1e-5
+            # float32 sums over other batch sizes differ by ~1e-5; a wrong cache is off by ~1e-1
+            assert (vae.decode(z, chunk_frames=chunk) - full).abs().max() <= 5e-5
 
 
 def test_temporal_window_bounds_the_look_back(diffusers_vae, video):
@@ -78,7 +79,7 @@ def test_temporal_window_bounds_the_look_back(diffusers_vae, video):
         # two stacked layers, each looking back 3 frames: frame 2 reaches frames 2..8 at most
         assert diff[:2].max() == 0.0 and diff[3] > 1e-4
         assert diff[9:].max() == 0.0, diff
-        assert (vae.decode(z, chunk_frames=16) - a).abs().max() <= 1e-5  # chunking stays exact
+        assert (vae.decode(z, chunk_frames=16) - a).abs().max() <= 5e-5  # chunking stays exact
 
 
 def test_bad_inputs_name_the_problem():
