@@ -63,7 +63,7 @@ def test_chunked_decoding_equals_full_decoding(diffusers_vae, video, levels):
         z = vae.encode(video)
         full = vae.decode(z, chunk_frames=16)
         for chunk in (1, 3, 7):
-            # float32 sums over other batch sizes differ by ~1e-5; a wrong cache is off by ~1e-1
+            # float32 sums over other batch sizes differ by ~1e-5; a lost cache is off by ~1
             assert (vae.decode(z, chunk_frames=chunk) - full).abs().max() <= 5e-5
 
 
