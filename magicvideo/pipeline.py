@@ -80,6 +80,12 @@ class MagicVideoPipeline:
         check_defaults(self.defaults)
         self._check_stages()
 
+    def sr_settings(self) -> dict[str, int]:
+        """``upscale_video``'s sampling arguments from the pipeline's defaults."""
+        d = self.defaults
+        return {"steps": d["sr_steps"], "noise_level": d["sr_noise_level"], "batch_frames": d["sr_batch_frames"],
+                "consistency_steps": d["sr_consistency_steps"]}
+
     @property
     def frame_size(self) -> int:
         """Side in pixels of the keyframes (before super-resolution)."""
@@ -254,10 +260,8 @@ class MagicVideoPipeline:
             out_fps = fps * FPS_FACTOR
         frames = video[0].transpose(0, 1)  # (T, 3, H, W)
         if upscale:
-            frames = upscale_video(self.sr, frames, self.sr_schedule, steps=int(d["sr_steps"]),
-                                   noise_level=int(d["sr_noise_level"]), seed=seed,
-                                   batch_frames=int(d["sr_batch_frames"]),
-                                   consistency_steps=int(d["sr_consistency_steps"]), progress=progress)
+            frames = upscale_video(self.sr, frames, self.sr_schedule, seed=seed, progress=progress,
+                                   **self.sr_settings())
         pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return VideoOutput(frames=pixels, fps=out_fps)
 

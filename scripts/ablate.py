@@ -49,6 +49,11 @@ VARIANTS = {
 IMAGE_MODEL = ["temporal_conv_op=none", "temporal_attention=none"]  # the text-to-image start of --image-steps
 
 
+def unet_flags(overrides: list[str]) -> list[str]:
+    """KEY=VALUE overrides -> ``--unet KEY=VALUE`` arguments of ``magicvideo train``."""
+    return [x for override in overrides for x in ("--unet", override)]
+
+
 def stage(run: Path, out: Path, condition: str, steps: int, extra: list[str], args, shipped: Path) -> Path:
     """One keyframe-stage run (skipped when its model exists, resumed from its checkpoint)."""
     if not (out / "model").is_dir():
@@ -63,7 +68,7 @@ def stage(run: Path, out: Path, condition: str, steps: int, extra: list[str], ar
 
 
 def train(run: Path, variant: str, args, shipped: Path, image: Path | None) -> Path:
-    unet = [x for override in VARIANTS[variant] for x in ("--unet", override)]
+    unet = unet_flags(VARIANTS[variant])
     if image is not None:
         unet += ["--init-image-from", str(image)]
     if variant == "no_pretraining":
@@ -133,7 +138,7 @@ def main() -> int:
     if args.image_steps:
         start = time.time()
         image = stage(args.run, args.run / "image_model", "text", args.image_steps,
-                      [x for override in IMAGE_MODEL for x in ("--unet", override)], args, base)
+                      unet_flags(IMAGE_MODEL), args, base)
         print(f"text-to-image model: {image} ({time.time() - start:.0f} s)", flush=True)
     for variant in args.only:
         start = time.time()

@@ -49,12 +49,6 @@ def video_u8(video: torch.Tensor) -> np.ndarray:
     return frames_u8(video.transpose(0, 1))
 
 
-def sr_settings(defaults: dict) -> dict:
-    """upscale_video's sampling arguments from a pipeline's defaults."""
-    return {"steps": int(defaults["sr_steps"]), "noise_level": int(defaults["sr_noise_level"]),
-            "consistency_steps": int(defaults["sr_consistency_steps"])}
-
-
 def memory_probe(pipeline: str | None, num_frames: int) -> None:
     """Child process: peak RSS growth (bytes) of VideoVAE decode + SR of ``num_frames`` latents."""
     from magicvideo.pipeline import MagicVideoPipeline
@@ -76,8 +70,7 @@ def memory_probe(pipeline: str | None, num_frames: int) -> None:
     before = status("VmRSS")
     with torch.no_grad():
         frames = pipe.vae.decode(latents)[0].transpose(0, 1)
-        upscale_video(pipe.sr, frames, pipe.sr_schedule, batch_frames=int(pipe.defaults["sr_batch_frames"]),
-                      **sr_settings(pipe.defaults))
+        upscale_video(pipe.sr, frames, pipe.sr_schedule, **pipe.sr_settings())
     print(json.dumps({"peak_growth": status("VmHWM") - before}))
 
 
@@ -173,9 +166,9 @@ def main() -> int:
     # -- super-resolution on held-out frames ------------------------------------------------
     scale = pipe.sr.config.scale
     low, high = heldout_sr_frames(pipe, args.frames)
-    up = upscale_video(pipe.sr, low, pipe.sr_schedule, **sr_settings(d))
+    up = upscale_video(pipe.sr, low, pipe.sr_schedule, **pipe.sr_settings())
     # the model's sample alone, without the projection onto its input (project_to_low_res)
-    raw = upscale_video(pipe.sr, low, pipe.sr_schedule, **{**sr_settings(d), "consistency_steps": 0})
+    raw = upscale_video(pipe.sr, low, pipe.sr_schedule, **{**pipe.sr_settings(), "consistency_steps": 0})
     bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
     hr, sr_u8, raw_u8, bic_u8 = frames_u8(high), frames_u8(up), frames_u8(raw), frames_u8(bicubic)
 
@@ -191,7 +184,8 @@ def main() -> int:
     low_clip = F.avg_pool2d(clip.transpose(0, 1), scale)
     flick = {}
     for name, shared in (("shared", True), ("independent", False)):
-        out = frames_u8(upscale_video(pipe.sr, low_clip, pipe.sr_schedule, shared_noise=shared, **sr_settings(d)))
+        out = frames_u8(upscale_video(pipe.sr, low_clip, pipe.sr_schedule, shared_noise=shared,
+                                      **pipe.sr_settings()))
         a = analyze_video(out)
         flick[name] = {"jitter": a.jitter, "flicker": a.flicker, "dithering": dithering(out, video_u8(clip))}
     figures["sr_noise"] = flick
