@@ -169,8 +169,13 @@ class VideoVAEConfig:
     # decoder places with a temporal layer: after the mid block, then after each up block in
     # turn (2: the mid block and the first up block; 1 + len(block_out_channels): everywhere)
     temporal_levels: int = 2
+    # a temporal layer's pixel attends to the k x k pixels around it in every frame up to its own
+    # (1: the same pixel only, the paper's layer; 3: it can follow an edge moving 1 pixel a frame)
+    temporal_neighbourhood: int = 1
 
     def __post_init__(self) -> None:
+        if self.temporal_neighbourhood < 1 or self.temporal_neighbourhood % 2 == 0:
+            raise ValueError(f"temporal_neighbourhood must be an odd number >= 1, got {self.temporal_neighbourhood}")
         if self.temporal_window < 1:
             raise ValueError(f"temporal_window must be >= 1, got {self.temporal_window}")
         if not 1 <= self.temporal_levels <= 1 + len(self.block_out_channels):

@@ -74,14 +74,15 @@ class GEGLUFeedForward(nn.Module):
 
 
 def sliding_causal_mask(
-    num_queries: int, num_past: int, window: int | None, device: torch.device
+    num_queries: int, num_past: int, window: int | None, device: torch.device, group: int = 1
 ) -> torch.Tensor | None:
-    """Boolean mask (queries, past + queries): query i (at absolute position num_past + i)
-    may see key j iff j <= num_past + i and j > num_past + i - window."""
-    if num_past == 0 and (window is None or window >= num_queries):
+    """Boolean mask (queries, (past + queries) * group): query i (at absolute frame num_past + i)
+    may see the keys of frame j iff j <= num_past + i and j > num_past + i - window; each frame
+    has ``group`` consecutive keys (e.g. a spatial neighbourhood)."""
+    if num_past == 0 and group == 1 and (window is None or window >= num_queries):
         return None  # plain lower-triangular: use is_causal
     q_pos = torch.arange(num_queries, device=device)[:, None] + num_past
-    k_pos = torch.arange(num_past + num_queries, device=device)[None, :]
+    k_pos = torch.arange((num_past + num_queries) * group, device=device)[None, :] // group
     mask = k_pos <= q_pos
     if window is not None:
         mask &= k_pos > q_pos - window
@@ -109,20 +110,26 @@ class TemporalAttention(nn.Module):
         tokens: torch.Tensor,
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         window: int | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """tokens: (N, F, C), N = batch * pixels. ``past_kv`` holds keys/values of earlier
-        frames (chunked decoding); the returned cache keeps at most ``window - 1`` frames."""
-        k, v = self.attn.project_kv(tokens)
+        frames (chunked decoding); the returned cache keeps at most ``window - 1`` frames.
+        ``context`` (N, F * G, C): the keys' source when each frame offers G tokens to attend
+        to (frame-major, e.g. a pixel's spatial neighbourhood); default the tokens (G = 1)."""
+        group = 1 if context is None else context.shape[1] // tokens.shape[1]
+        if context is not None and context.shape[1] != group * tokens.shape[1]:
+            raise ValueError(f"context has {context.shape[1]} tokens, not a multiple of {tokens.shape[1]} frames")
+        k, v = self.attn.project_kv(tokens if context is None else context)
         num_past = 0
         if past_kv is not None:
-            num_past = past_kv[0].shape[2]
+            num_past = past_kv[0].shape[2] // group
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
         if not self.directed:
             if past_kv is not None:
                 raise ValueError("bidirectional temporal attention cannot decode in chunks")
             return self.attn.attend(tokens, k, v), (k, v)
-        mask = sliding_causal_mask(tokens.shape[1], num_past, window, tokens.device)
+        mask = sliding_causal_mask(tokens.shape[1], num_past, window, tokens.device, group)
         out = self.attn.attend(tokens, k, v, attn_mask=mask, is_causal=mask is None)
-        start = 0 if window is None else max(k.shape[2] - (window - 1), 0)
+        start = 0 if window is None else max(k.shape[2] - (window - 1) * group, 0)
         cache = (k[:, :, start:], v[:, :, start:])
         return out, cache

@@ -5,7 +5,8 @@ multiplied by the scaling factor (what the diffusion model sees). Frames are enc
 one (diffusers' ``AutoencoderKL``, unchanged). The decoder gets two directed temporal
 attention layers (paper §3): one after the mid block, one after the first up block
 (``config.temporal_levels`` puts more after the following up blocks, up to full resolution). Each is
-a residual attention over the frame axis at every pixel, causal, with a zero-initialised
+a residual attention over the frame axis at every pixel, causal (``config.temporal_neighbourhood``
+widens each pixel's view to a k x k neighbourhood in every earlier frame), with a zero-initialised
 output projection, so at init the VideoVAE decodes exactly like the image VAE.
 
 Decoding runs in chunks of frames. Because the temporal layers are directed, a chunk only
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from einops import rearrange
 from torch import nn
@@ -30,10 +32,14 @@ from .layout import fold_frames, unfold_frames
 
 
 class DecoderTemporalLayer(nn.Module):
-    """GroupNorm -> directed attention over frames at every pixel -> residual."""
+    """GroupNorm -> directed attention over frames -> residual. With ``neighbourhood`` k > 1 a
+    pixel attends to the k x k pixels around it in its own and every earlier frame (edges
+    replicated), so it can follow an edge that moved by up to (k - 1) / 2 pixels a frame; k = 1
+    is the paper's attention over the same pixel in every frame."""
 
-    def __init__(self, channels: int, heads: int, groups: int):
+    def __init__(self, channels: int, heads: int, groups: int, neighbourhood: int = 1):
         super().__init__()
+        self.neighbourhood = neighbourhood
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.temporal_attn = TemporalAttention(channels, heads, directed=True)
 
@@ -42,8 +48,15 @@ class DecoderTemporalLayer(nn.Module):
         # channels-last input with trainable affine weights segfaults in torch 2.13.
         h = h.contiguous()
         _, _, height, width = h.shape
-        seq = rearrange(self.norm(h), "(b f) c h w -> (b h w) f c", f=num_frames)
-        out, cache = self.temporal_attn(seq, past_kv=past_kv, window=window)
+        normed = self.norm(h)
+        seq = rearrange(normed, "(b f) c h w -> (b h w) f c", f=num_frames)
+        context = None
+        if self.neighbourhood > 1:
+            k = self.neighbourhood
+            padded = F.pad(normed, (k // 2,) * 4, mode="replicate")
+            patches = F.unfold(padded, k)  # (b f, c k k, h w)
+            context = rearrange(patches, "(b f) (c n) (h w) -> (b h w) (f n) c", f=num_frames, n=k * k, h=height)
+        out, cache = self.temporal_attn(seq, past_kv=past_kv, window=window, context=context)
         out = rearrange(out, "(b h w) f c -> (b f) c h w", h=height, w=width)
         return h + out, cache
 
@@ -56,7 +69,7 @@ class VideoVAE(ModelDirectoryMixin, nn.Module):
         cfg = self.config = config or VideoVAEConfig()
         self.vae = AutoencoderKL(**cfg.to_diffusers())
         self.temporal_layers = nn.ModuleList(
-            [DecoderTemporalLayer(width, cfg.temporal_attention_heads, cfg.norm_num_groups)
+            [DecoderTemporalLayer(width, cfg.temporal_attention_heads, cfg.norm_num_groups, cfg.temporal_neighbourhood)
              for width in cfg.temporal_widths()]
         )
 
