@@ -238,7 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, warmup_steps=min(100, args.steps // 10),
                       micro_batches=args.micro_batches, mixed_precision=args.mixed_precision,
-                      compile=args.compile)
+                      compile=args.compile, stop_at=args.stop_at)
     try:
         rank, _ = distributed_context(resolve_device(args.device))  # under torchrun: one process per GPU / CPU share
         stage = build_stage(args.stage, options)
@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ema-decay", type=_nonnegative_float, default=0.999)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--checkpoint-every", type=_positive_int, default=500)
+    tr.add_argument("--stop-at", type=_positive_int, default=0, metavar="N",
+                    help="end this run after step N (checkpoint and model written there) while the learning-rate "
+                         "schedule spans --steps; --resume goes on from there (a job cut to fit a time limit)")
     tr.add_argument("--sample-every", type=int, default=0)
     tr.add_argument("--micro-batches", type=int, default=0,
                     help="cut each global batch into this many pieces (gradient accumulation); the default 0 "

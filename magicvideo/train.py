@@ -57,6 +57,9 @@ class TrainConfig:
     micro_batches: int = 0  # pieces the global batch is cut into; 0 = one per process
     mixed_precision: str = "no"  # "bf16": forward and backward under bfloat16 autocast
     compile: bool = False  # torch.compile the model (GPU: faster steps after a slow first one)
+    # end this run after step N (checkpoint and model written there; the learning-rate schedule
+    # still spans `steps`, and --resume goes on): a job cut to fit a time limit; 0 = run to `steps`
+    stop_at: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -68,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.stop_at <= self.steps:
+            raise ValueError(f"stop_at must be in [0, steps={self.steps}], got {self.stop_at}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
 
@@ -237,6 +242,9 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
         state = load_checkpoint(out, model, ema, opt)
         start = state["step"]
         counters = {k: state.get(k, 0) for k in counters}
+    end = cfg.stop_at or cfg.steps
+    if start > end:
+        raise ValueError(f"{out / CHECKPOINT_DIR} is at step {start}, past stop_at={end}")
     _broadcast_state(model, ema)
     if cfg.compile:
         model.compile()  # in place: the stage's loss keeps calling the same module object
@@ -258,7 +266,7 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0))))
 
     t0, window = time.time(), []
-    bar = tqdm(range(start, cfg.steps), desc=f"train {stage.name}", disable=not (progress and main_process),
+    bar = tqdm(range(start, end), desc=f"train {stage.name}", disable=not (progress and main_process),
                initial=start, total=cfg.steps)
     try:
         for step in bar:
@@ -301,7 +309,7 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
                 _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             window.append({"loss": loss.item(), "grad_norm": float(grad_norm), **logs})
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if done % cfg.log_every == 0 or done == end:
                 avg = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
                 record = {"step": done, "lr": lr_at(step), "elapsed_s": round(time.time() - t0, 1),
                           "nonfinite_total": counters["nonfinite_total"], **{k: round(v, 6) for k, v in avg.items()}}
@@ -311,12 +319,12 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
                 window = []
             if not main_process:
                 continue
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < end:
                 save_checkpoint(out, done, model, ema, opt, counters)
             if stage.sample is not None and cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
                 _sample(stage, model, ema, out / "samples" / f"step_{done:06d}")
         if main_process:
-            save_checkpoint(out, cfg.steps, model, ema, opt, counters)
+            save_checkpoint(out, end, model, ema, opt, counters)
     finally:
         metrics_file.close()
     if not main_process:

@@ -162,3 +162,28 @@ def test_compiled_training_matches_eager(tmp_path):
     train(compiled, dataclasses.replace(CFG, compile=True), tmp_path / "compiled", progress=False)
     for k, v in weights(eager).items():
         assert torch.allclose(v, weights(compiled)[k], atol=1e-5), k
+
+
+def test_stop_at_ends_the_run_early_and_resume_goes_on(tmp_path):
+    """--stop-at: the run ends after step N with a checkpoint and the EMA model there, the
+    learning-rate schedule of the full run, and --resume finishes it exactly."""
+    straight = toy_stage()
+    train(straight, CFG, tmp_path / "a", progress=False)
+    cut = TrainConfig(**{**CFG.__dict__, "stop_at": 25})
+    first = toy_stage()
+    train(first, cut, tmp_path / "b", progress=False)
+    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 25
+    assert (tmp_path / "b" / "model" / "model.safetensors").is_file()
+    def records(run):
+        return {x["step"]: x for x in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+                if "step" in x}
+
+    assert max(records("b")) == 25 and records("b")[25]["lr"] == records("a")[25]["lr"]  # the 40-step schedule
+    resumed = toy_stage()
+    train(resumed, CFG, tmp_path / "b", resume=True, progress=False)
+    for k, v in weights(straight).items():
+        assert torch.equal(v, weights(resumed)[k]), k
+    with pytest.raises(ValueError, match="past stop_at=20"):
+        train(toy_stage(), TrainConfig(**{**CFG.__dict__, "stop_at": 20}), tmp_path / "b", resume=True, progress=False)
+    with pytest.raises(ValueError, match="stop_at must be in"):
+        TrainConfig(steps=10, stop_at=11)
