@@ -321,7 +321,7 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
                 continue
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < end:
                 save_checkpoint(out, done, model, ema, opt, counters)
-            if stage.sample is not None and cfg.sample_every and done % cfg.sample_every == 0 and done < cfg.steps:
+            if stage.sample is not None and cfg.sample_every and done % cfg.sample_every == 0 and done < end:
                 _sample(stage, model, ema, out / "samples" / f"step_{done:06d}")
         if main_process:
             save_checkpoint(out, end, model, ema, opt, counters)
