@@ -106,8 +106,8 @@ def held_out_clips(base, count: int):
 
 def evaluate(model: Path, args, shipped: Path, clips, previous: dict) -> dict:
     """Held-out denoising loss, in order and reversed (per clip, for paired comparisons), and,
-    unless ``previous`` has them from an earlier run of this script, the generated videos'
-    analyzer scores and Frechet distances."""
+    unless ``previous`` has them from an earlier run of this script (same --prompts), the
+    generated videos' analyzer scores and Frechet distances."""
     from magicvideo import VideoUNet
     from magicvideo.metrics import denoising_loss
     from magicvideo.pipeline import MagicVideoPipeline
@@ -118,10 +118,10 @@ def evaluate(model: Path, args, shipped: Path, clips, previous: dict) -> dict:
     back = denoising_loss(unet, *clips, base.schedule, reverse=True).mean(1)
     losses = {"heldout_loss": float(ahead.mean()), "order_gap": float((back - ahead).mean()),
               "heldout_loss_clips": ahead.round(6).tolist(), "order_gap_clips": (back - ahead).round(6).tolist()}
-    if all(k in previous for k in GENERATED):
-        return {**{k: previous[k] for k in GENERATED}, **losses}
+    if all(k in previous for k in GENERATED) and previous.get("prompts", 24) == args.prompts:
+        return {**{k: previous[k] for k in GENERATED}, **losses, "prompts": args.prompts}
     return {**generate_and_score(MagicVideoPipeline(unet, base.vae, base.encoder, base.schedule, base.defaults), args),
-            **losses}
+            **losses, "prompts": args.prompts}
 
 
 def generate_and_score(pipe, args) -> dict:
