@@ -165,7 +165,8 @@ def _unet(**kw):
 
 def _clips(n=3, frames=8):
     g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 4, frames, 8, 8, generator=g), torch.randn(n, 5, 24, generator=g), torch.tensor([4.0, 8.0, 16.0])[:n]
+    latents, cond = torch.randn(n, 4, frames, 8, 8, generator=g), torch.randn(n, 5, 24, generator=g)
+    return latents, cond, torch.tensor([4.0, 8.0, 16.0])[:n]
 
 
 def test_denoising_loss_is_the_training_loss_at_fixed_noise_levels():
