@@ -220,18 +220,17 @@ def denoising_loss(unet, latents: torch.Tensor, cond: torch.Tensor, fps: torch.T
     losses = np.zeros((latents.shape[0], levels))
     with torch.no_grad():
         for start in range(0, latents.shape[0], batch):
-            index = range(start, min(start + batch, latents.shape[0]))
-            x0 = latents[index.start:index.stop].to(device)
+            part = slice(start, min(start + batch, latents.shape[0]))
+            x0, c, f = latents[part].to(device), cond[part].to(device), fps[part].to(device)
             noise = torch.cat([schedule.noise((1, *x0.shape[1:]), generator=torch.Generator().manual_seed(
-                seed * 100_003 + i)) for i in index]).to(device)
+                seed * 100_003 + i)) for i in range(part.start, part.stop)]).to(device)
             if reverse:
                 x0, noise = x0.flip(2), noise.flip(2)
             for k, step in enumerate(steps.tolist()):
-                t = torch.full((len(index),), step, dtype=torch.long, device=device)
+                t = torch.full((x0.shape[0],), step, dtype=torch.long, device=device)
                 xt = add_noise(x0, noise, t, alphas_cumprod)
                 target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
-                pred = unet(xt, t, cond[index.start:index.stop].to(device), fps=fps[index.start:index.stop].to(device))
-                losses[index.start:index.stop, k] = (pred - target).square().flatten(1).mean(1).cpu().numpy()
+                losses[part, k] = (unet(xt, t, c, fps=f) - target).square().flatten(1).mean(1).cpu().numpy()
     return losses
 
 

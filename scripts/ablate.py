@@ -104,15 +104,15 @@ def held_out_clips(base, count: int):
     return latents, cond, torch.tensor([it["fps"] for it in items])
 
 
-def evaluate(model: Path, args, shipped: Path, clips, previous: dict) -> dict:
+def evaluate(model: Path, args, base, clips, previous: dict) -> dict:
     """Held-out denoising loss, in order and reversed (per clip, for paired comparisons), and,
     unless ``previous`` has them from an earlier run of this script (same --prompts), the
-    generated videos' analyzer scores and Frechet distances."""
+    generated videos' analyzer scores and Frechet distances. ``base``: the loaded base pipeline
+    (VAE, encoder, schedule, defaults)."""
     from magicvideo import VideoUNet
     from magicvideo.metrics import denoising_loss
     from magicvideo.pipeline import MagicVideoPipeline
 
-    base = MagicVideoPipeline.from_pretrained(shipped)
     unet = VideoUNet.from_pretrained(model).eval()
     ahead = denoising_loss(unet, *clips, base.schedule).mean(1)
     back = denoising_loss(unet, *clips, base.schedule, reverse=True).mean(1)
@@ -208,16 +208,17 @@ def main() -> int:
         print(f"text-to-image model: {image} ({time.time() - start:.0f} s)", flush=True)
     from magicvideo.pipeline import MagicVideoPipeline
 
-    clips = held_out_clips(MagicVideoPipeline.from_pretrained(base), args.heldout_clips)
+    pipe = MagicVideoPipeline.from_pretrained(base)  # loaded once: every model is scored with its VAE and encoder
+    clips = held_out_clips(pipe, args.heldout_clips)
     if args.with_base_model:  # the yardstick: the base pipeline's keyframe model, trained far longer
-        results["base model"] = evaluate(Path(base) / "keyframe", args, base, clips, results.get("base model", {}))
+        results["base model"] = evaluate(Path(base) / "keyframe", args, pipe, clips, results.get("base model", {}))
         out.write_text(json.dumps(results, indent=1) + "\n")
     for variant in args.only:
         start = time.time()
         model = train(args.run, variant, args, base, image)
         trained = time.time() - start
         previous = results.get(variant, {})
-        results[variant] = {**evaluate(model, args, base, clips, previous), "steps": args.steps,
+        results[variant] = {**evaluate(model, args, pipe, clips, previous), "steps": args.steps,
                             "image_steps": args.image_steps,
                             "train_s": previous.get("train_s", trained) if trained < 5 else trained}
         out.write_text(json.dumps(results, indent=1) + "\n")
