@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parent))
     from evaluate_cascade import frames_u8, video_u8
     from magicvideo.data.synthetic import SEEN, ShapesDataset, make_caption
     from magicvideo.evaluate import analyze_video, dithering, psnr
@@ -119,8 +120,6 @@ def main() -> int:
     text = json.dumps(figures, indent=1)
     print(text)
     if args.out:
-        from pathlib import Path
-
         Path(args.out).write_text(text + "\n")
     c = figures["consistent_reference"]
     print(f"frame-wise dithering {fw_dith:.6f} at {fw_psnr:.2f} dB; a decoder consistent in time with that PSNR: "
