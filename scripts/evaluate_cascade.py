@@ -49,6 +49,30 @@ def video_u8(video: torch.Tensor) -> np.ndarray:
     return frames_u8(video.transpose(0, 1))
 
 
+def heldout_videovae(vae, clips: int, resolution: int) -> dict:
+    """The VideoVAE figures of issue 5: ``clips`` held-out clips (seed 77) encoded, then decoded
+    frame by frame and by the VideoVAE; uint8 videos (``truth``, ``framewise``, ``temporal``),
+    the input ``videos`` and the per-clip mean PSNR and dithering of both decodings."""
+    from magicvideo.data.synthetic import ShapesDataset
+    from magicvideo.evaluate import dithering, psnr
+
+    data = ShapesDataset(num_frames=16, resolution=resolution, split="heldout", seed=77)
+    videos = torch.stack([data[i]["video"] for i in range(clips)])
+    with torch.no_grad():
+        latents = vae.encode(videos)
+        fw = np.stack([video_u8(v) for v in vae.decode(latents, temporal=False)])
+        tp = np.stack([video_u8(v) for v in vae.decode(latents)])
+    truth = np.stack([video_u8(v) for v in videos])
+    return {"videos": videos, "truth": truth, "framewise": fw, "temporal": tp,
+            "psnr_framewise": per_clip(psnr, fw, truth), "psnr_temporal": per_clip(psnr, tp, truth),
+            "dithering_framewise": per_clip(dithering, fw, truth), "dithering_temporal": per_clip(dithering, tp, truth)}
+
+
+def per_clip(metric, decoded: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of ``metric(decoded clip, true clip)`` over the clips."""
+    return float(np.mean([metric(d, t) for d, t in zip(decoded, truth)]))
+
+
 def memory_probe(pipeline: str | None, num_frames: int) -> None:
     """Child process: peak RSS growth (bytes) of VideoVAE decode + SR of ``num_frames`` latents."""
     from magicvideo.pipeline import MagicVideoPipeline
@@ -109,19 +133,9 @@ def main() -> int:
     t0 = time.time()
 
     # -- VideoVAE ---------------------------------------------------------------------------
-    data = ShapesDataset(num_frames=16, resolution=res, split="heldout", seed=77)
-    videos = torch.stack([data[i]["video"] for i in range(args.clips)])
-    with torch.no_grad():
-        latents = pipe.vae.encode(videos)
-        framewise, temporal = pipe.vae.decode(latents, temporal=False), pipe.vae.decode(latents)
-    truth = np.stack([video_u8(v) for v in videos])
-    fw, tp = np.stack([video_u8(v) for v in framewise]), np.stack([video_u8(v) for v in temporal])
-    def per_clip(metric, decoded) -> float:
-        return float(np.mean([metric(d, t) for d, t in zip(decoded, truth)]))
-
-    figures["videovae"] = {
-        "psnr_framewise": per_clip(psnr, fw), "psnr_temporal": per_clip(psnr, tp),
-        "dithering_framewise": per_clip(dithering, fw), "dithering_temporal": per_clip(dithering, tp)}
+    vv = heldout_videovae(pipe.vae, args.clips, res)
+    figures["videovae"] = {k: vv[k] for k in ("psnr_framewise", "psnr_temporal", "dithering_framewise",
+                                              "dithering_temporal")}
     v = figures["videovae"]
     v["psnr_drop_db"] = v["psnr_framewise"] - v["psnr_temporal"]
     v["dithering_reduction"] = 1 - v["dithering_temporal"] / max(v["dithering_framewise"], 1e-12)

@@ -65,25 +65,17 @@ def main() -> int:
         parser.error(f"need --clips >= 2 and --prompts >= 0, got {args.clips} and {args.prompts}")
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from evaluate_cascade import frames_u8, video_u8
-    from magicvideo.data.synthetic import SEEN, ShapesDataset, make_caption
+    from evaluate_cascade import frames_u8, heldout_videovae, per_clip, video_u8
+    from magicvideo.data.synthetic import SEEN, make_caption
     from magicvideo.evaluate import analyze_video, dithering, psnr
     from magicvideo.pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
-    data = ShapesDataset(num_frames=16, resolution=pipe.frame_size, split="heldout", seed=77)
-    videos = torch.stack([data[i]["video"] for i in range(args.clips)])
-    truth = np.stack([video_u8(v) for v in videos])
-    with torch.no_grad():
-        latents = pipe.vae.encode(videos)
-        fw = np.stack([video_u8(v) for v in pipe.vae.decode(latents, temporal=False)])
-        tp = np.stack([video_u8(v) for v in pipe.vae.decode(latents)])
+    vv = heldout_videovae(pipe.vae, args.clips, pipe.frame_size)
+    videos, truth, fw = vv["videos"], vv["truth"], vv["framewise"]
 
-    def per_clip(metric, decoded) -> float:
-        return float(np.mean([metric(d, t) for d, t in zip(decoded, truth)]))
-
-    figures: dict = {"framewise": {"psnr": per_clip(psnr, fw), "dithering": per_clip(dithering, fw)},
-                     "videovae": {"psnr": per_clip(psnr, tp), "dithering": per_clip(dithering, tp)},
+    figures: dict = {"framewise": {"psnr": vv["psnr_framewise"], "dithering": vv["dithering_framewise"]},
+                     "videovae": {"psnr": vv["psnr_temporal"], "dithering": vv["dithering_temporal"]},
                      "framewise_dithering_shares": region_shares(fw, truth)}
 
     # consistent-decoder reference: the truth blurred frame by frame
@@ -93,7 +85,7 @@ def main() -> int:
     for sigma in np.arange(0.30, 1.005, 0.01):
         blurred = gaussian_blur(true_frames, float(sigma)).view(b, t, c, h, w)
         decoded = np.stack([frames_u8(v) for v in blurred])
-        curve.append((float(sigma), per_clip(psnr, decoded), per_clip(dithering, decoded)))
+        curve.append((float(sigma), per_clip(psnr, decoded, truth), per_clip(dithering, decoded, truth)))
     _, psnrs, diths = map(np.array, zip(*curve))  # PSNR falls, dithering rises with sigma
     fw_psnr, fw_dith = figures["framewise"]["psnr"], figures["framewise"]["dithering"]
     if not psnrs.min() <= fw_psnr <= psnrs.max() or not diths.min() <= 0.8 * fw_dith <= diths.max():
