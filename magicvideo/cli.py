@@ -279,6 +279,24 @@ def cmd_cache_latents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .ship import ship_pipeline
+
+    target = ship_pipeline(args.run, args.target, base=args.base, walls=dict(args.wall),
+                           keep_previous=args.keep_previous)
+    stages = sorted(json.loads((Path(target) / "pipeline.json").read_text())["stages"])
+    print(f"pipeline written to {target}: stages {stages}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.command import serve
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import CONDITIONS, PRESETS, SCHEDULERS, STAGES
 
@@ -442,6 +460,36 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--seed", type=int, default=0)
     cache.add_argument("-q", "--quiet", action="store_true")
     cache.set_defaults(func=cmd_cache_latents)
+
+    ship = sub.add_parser("ship", help="assemble a pipeline directory from the model directories of a training run")
+    ship.add_argument("run", help="run directory: STAGE/model for vae, lit, keyframe(_cond/_object), vae_decoder, "
+                                  "videovae, interpolation, sr (see magicvideo/ship.py)")
+    ship.add_argument("target", help="pipeline directory to write (replaced atomically; may be the base)")
+    ship.add_argument("--base", default=None, help="pipeline giving the stages RUN lacks")
+    ship.add_argument("--wall", type=_key_value, action="append", default=[], metavar="KEY=SECONDS",
+                      help="a wall-clock figure to record in training_metrics.json (repeatable)")
+    ship.add_argument("--keep-previous", action="store_true",
+                      help="a stage RUN trained on top of an earlier run of the same stage (a second round): "
+                           "keep the earlier record as STAGE_round1 (round2, ...) instead of replacing it")
+    ship.set_defaults(func=cmd_ship)
+
+    srv = sub.add_parser("serve", help="a local web studio and HTTP job API over one pipeline (the serve extra: "
+                                       "pip install 'magicvideo[serve]')")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only; any other needs --token)")
+    srv.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free one)")
+    srv.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
+    srv.add_argument("--outputs", default="magicvideo-outputs",
+                     help="folder of the jobs' videos and settings, the gallery (default ./magicvideo-outputs)")
+    srv.add_argument("--token", default=None,
+                     help="a secret every API call must carry (Authorization: Bearer TOKEN; the page: open "
+                          "/?token=TOKEN once); default: $MAGICVIDEO_TOKEN")
+    srv.add_argument("--queue-size", type=_positive_int, default=16,
+                     help="jobs that may wait behind the running one; more are refused with 429 (default 16)")
+    srv.add_argument("--max-upload-mb", type=_positive_float, default=32.0,
+                     help="largest request body, uploads included; larger is refused with 413 (default 32)")
+    srv.add_argument("--device", default="cpu", help="device the pipeline runs on: cpu (default), cuda, cuda:N")
+    srv.set_defaults(func=cmd_serve)
     return parser
 
 

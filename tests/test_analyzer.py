@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from magicvideo.data import ALL_COMBOS, PromptAttributes, object_center, render_clip, spec_for
-from magicvideo.evaluate import analyze_video, score
+from magicvideo.analyzers.shapes import analyze_video, score
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_score_counts_only_expected_attributes():
 
 
 def test_dithering_and_psnr_closed_forms():
-    from magicvideo.evaluate import dithering, psnr
+    from magicvideo.analyzers.reconstruction import dithering, psnr
 
     ref = np.zeros((4, 8, 8, 3))
     ref[:, :, :, 0] = np.arange(4)[:, None, None] / 4  # brightness ramp over time

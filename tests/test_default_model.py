@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from magicvideo.evaluate import analyze_video
+from magicvideo.analyzers.shapes import analyze_video
 from magicvideo.pipeline import DEFAULT_PIPELINE, MagicVideoPipeline
 
 

@@ -1,19 +1,17 @@
 """Where the super-resolution stage loses SSIM against bicubic upsampling: held-out shapes frames
-(64 -> 256, the frames of scripts/evaluate_cascade.py), the SSIM map and the absolute error split
+(64 -> 256, the frames of magicvideo.evaluation.cascade), the SSIM map and the absolute error split
 by distance to the object (black background) and into the object's rim and inside.
 
-    python scripts/sr_error_regions.py [--pipeline DIR] [--frames 16] [--sr-steps N] [--noise-level S]
-                                       [--scheduler dpm|ddim] [--consistency-steps N]
+    python experiments/sr_error_regions.py [--pipeline DIR] [--frames 16] [--sr-steps N] [--noise-level S]
+                                           [--scheduler dpm|ddim] [--consistency-steps N]
 
 Prints, per region: its share of the pixels, mean SSIM of SR and of bicubic (means of the SSIM
-maps, frame borders included, so a little above evaluate_cascade.py's cropped SSIM), SR's mean
+maps, frame borders included, so a little above the cascade evaluation's cropped SSIM), SR's mean
 absolute error (0-255, max over channels) and the region's share of the SSIM deficit.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +19,8 @@ import torch.nn.functional as F
 from scipy.ndimage import binary_erosion, distance_transform_edt
 from skimage.metrics import structural_similarity
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_cascade import frames_u8 as to_u8, heldout_sr_frames  # noqa: E402
+from magicvideo.evaluation.cascade import heldout_sr_frames
+from magicvideo.evaluation.common import frames_u8 as to_u8
 
 
 def main() -> None:

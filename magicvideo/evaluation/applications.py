@@ -1,7 +1,7 @@
-"""Measure the applications of a pipeline (default: the shipped one) on the shapes domain,
-with rendered clips as sources and the analyzer as judge (keyframes only, 64x64):
+"""The applications of a pipeline (default: the shipped one) measured on the shapes domain,
+with rendered clips as sources and the shapes analyzer as judge (keyframes only, 64x64):
 
-    python scripts/evaluate_applications.py [--pipeline DIR] [--n 24] [--out metrics.json]
+    python -m magicvideo.evaluation.applications [--pipeline DIR] [--n 24] [--strength S] [--out FILE.json]
 
 Prints, with the targets of issue 7, and exits non-zero when one is missed:
   image-to-video: color and shape of the output match the input image      >= 85%
@@ -11,19 +11,18 @@ Prints, with the targets of issue 7, and exits non-zero when one is missed:
 """
 from __future__ import annotations
 
-import argparse
-import platform
 import sys
 import time
 
 import numpy as np
-import torch
+
+from .common import evaluation_parser, machine, report_checks
 
 
 def source_clips(n: int, seed: int) -> tuple[list, list[np.ndarray], np.random.Generator]:
     """``n`` seen (color, shape, direction) combinations and a rendered 16-frame 8 fps clip of
     each (uint8, 64x64), drawn with ``seed``; the generator, advanced past them, comes too."""
-    from magicvideo.data.synthetic import SEEN, render_clip, spec_for
+    from ..data.synthetic import SEEN, render_clip, spec_for
 
     rng = np.random.default_rng(seed)
     combos = [SEEN[i] for i in rng.choice(len(SEEN), n, replace=False)]
@@ -32,7 +31,7 @@ def source_clips(n: int, seed: int) -> tuple[list, list[np.ndarray], np.random.G
 
 def recolour_target(i: int, color: str) -> str:
     """The ``i``-th source's new color in the editing check: cycles through the other colors."""
-    from magicvideo.data.synthetic import COLORS
+    from ..data.synthetic import COLORS
 
     others = [k for k in COLORS if k != color]
     return others[i % len(others)]
@@ -44,17 +43,15 @@ def object_shift(edited, source) -> float:
     return float(np.nanmean(np.linalg.norm(edited.centroids - source.centroids, axis=1)))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pipeline", default=None)
+def main(argv: list[str] | None = None) -> int:
+    parser = evaluation_parser(__doc__)
     parser.add_argument("--n", type=int, default=24, help="sources per application")
     parser.add_argument("--strength", type=float, default=None, help="edit strength (default: the pipeline's)")
-    parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    from magicvideo.data.synthetic import make_caption
-    from magicvideo.evaluate import analyze_video, report_checks
-    from magicvideo.pipeline import MagicVideoPipeline
+    from ..analyzers.shapes import analyze_video
+    from ..data.synthetic import make_caption
+    from ..pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     fast = dict(progress=False, interpolate=False, upscale=False)
@@ -109,7 +106,7 @@ def main() -> int:
     elapsed = time.time() - t0
 
     figures = {
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "animate_color": animate_color, "animate_shape": animate_shape, "animate_prompt_direction": animate_prompt_dir,
         "vary_match": mean(vary_match), "vary_mean_pixel_gap": mean(vary_gap),
         "vary_min_pixel_gap": float(np.min(vary_gap)), "edit_strength": strength,

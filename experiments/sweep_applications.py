@@ -1,11 +1,11 @@
 """Sweep one setting of an application on development sources, to choose the pipeline's
 defaults (``image_guidance``, ``vary_strength``, ``edit_strength``) without looking at the
-sources ``scripts/evaluate_applications.py`` reports on (those are drawn with seed 7; these
+sources ``python -m magicvideo.evaluation.applications`` reports on (those are drawn with seed 7; these
 with seed 11, so positions, sizes and speeds differ and the combinations mostly do):
 
-    python scripts/sweep_applications.py animate --values 1.5,2.5,5       # guidance
-    python scripts/sweep_applications.py vary --values 0.5,0.6,0.7 [--guidance 2.5]  # strength
-    python scripts/sweep_applications.py edit --values 0.6,0.7,0.8,0.9   # strength
+    python experiments/sweep_applications.py animate --values 1.5,2.5,5       # guidance
+    python experiments/sweep_applications.py vary --values 0.5,0.6,0.7 [--guidance 2.5]  # strength
+    python experiments/sweep_applications.py edit --values 0.6,0.7,0.8,0.9   # strength
 
 Prints one line per value with the analyzer's figures (keyframes only, 64x64): animate,
 color and shape kept; vary, color / shape / direction kept and all three (two variations per
@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_applications import object_shift, recolour_target, source_clips  # noqa: E402
+from magicvideo.evaluation.applications import object_shift, recolour_target, source_clips
 
 
 def main() -> int:
@@ -35,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from magicvideo.data.synthetic import make_caption
-    from magicvideo.evaluate import analyze_video
+    from magicvideo.analyzers.shapes import analyze_video
     from magicvideo.pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)

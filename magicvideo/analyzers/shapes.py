@@ -1,7 +1,7 @@
-"""The shapes analyzer: reads a generated video back and scores it against its prompt.
+"""The shapes analyzer: reads a video of the shapes domain back and scores it against its prompt.
 
 Where FVD needs feature networks we cannot download, this is our quality metric on the
-shapes domain. Per video it finds the object (pixels brighter than the black background,
+shapes domain (FID, FVD and CLIPSIM, for any videos, are in ``magicvideo/metrics.py``). Per video it finds the object (pixels brighter than the black background,
 largest connected blob), then reads off
 
 * color: the nearest palette color to the chromaticity of the object's bright core,
@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .data.synthetic import COLORS
+from ..data.synthetic import COLORS
+from .reconstruction import as_float_frames
 
 OBJECT_THRESHOLD = 0.35  # max-channel brightness that counts as object, in [0, 1]
 CORE_THRESHOLD = 0.7  # brightness of the pixels used to read the color
@@ -44,17 +45,6 @@ class VideoAnalysis:
     centroids: np.ndarray  # (T, 2) x, y in pixels; NaN where no object
 
 
-def _as_float_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    if frames.shape[0] == 0:
-        raise ValueError("frames is empty")
-    if frames.dtype == np.uint8:
-        return frames.astype(np.float64) / 255.0
-    return np.clip(frames.astype(np.float64), 0.0, 1.0)
-
-
 def _object_mask(brightness: np.ndarray) -> np.ndarray:
     """Largest connected blob above the threshold (noise specks are dropped)."""
     mask = brightness > OBJECT_THRESHOLD
@@ -73,7 +63,7 @@ def nearest_color(rgb: np.ndarray) -> str:
 
 
 def analyze_video(frames: np.ndarray) -> VideoAnalysis:
-    video = _as_float_frames(frames)
+    video = as_float_frames(frames)
     t = video.shape[0]
     centroids = np.full((t, 2), np.nan)
     fills, cores, totals = [], [], np.zeros(t)
@@ -132,40 +122,3 @@ def score(analyses: Sequence[VideoAnalysis], expected: Sequence) -> dict[str, fl
     out["mean_jitter"] = float(np.mean([a.jitter for a in analyses])) if analyses else float("nan")
     out["mean_displacement"] = float(np.mean([a.displacement for a in analyses])) if analyses else float("nan")
     return out
-
-
-def dithering(decoded: np.ndarray, reference: np.ndarray) -> float:
-    """Temporal dithering of a reconstruction: mean |decoded frame-to-frame difference -
-    reference frame-to-frame difference|, frames (..., T, H, W, C) uint8 or float in [0, 1].
-    0 when the decoded video changes between frames exactly as the reference does."""
-    a, b = _as_float_frames(np.asarray(decoded)), _as_float_frames(np.asarray(reference))
-    if a.shape != b.shape or a.ndim < 4 or a.shape[-4] < 2:
-        raise ValueError(f"need two videos of the same shape (..., T>=2, H, W, C), got {a.shape} and {b.shape}")
-    return float(np.abs(np.diff(a, axis=-4) - np.diff(b, axis=-4)).mean())
-
-
-def psnr(decoded: np.ndarray, reference: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB over whole arrays (uint8 or float in [0, 1])."""
-    a, b = _as_float_frames(np.asarray(decoded)), _as_float_frames(np.asarray(reference))
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
-
-
-def report_checks(checks: Sequence[tuple[str, float, str, float]], figures: dict, out: str | None = None) -> bool:
-    """Print one line per (name, value, "<=" or ">=", threshold), write ``figures`` to the
-    JSON file ``out`` when given; True when every check passed (evaluation scripts)."""
-    import json
-
-    ok = True
-    for name, value, op, threshold in checks:
-        if op not in ("<=", ">="):
-            raise ValueError(f"check {name!r}: op must be '<=' or '>=', got {op!r}")
-        passed = value <= threshold if op == "<=" else value >= threshold
-        ok &= passed
-        print(f"{name:<36} {value:9.4f}  ({op} {threshold:.4g})  {'ok' if passed else 'MISSED'}")
-    if out:
-        with open(out, "w") as f:
-            json.dump(figures, f, indent=1, default=float)
-    return ok

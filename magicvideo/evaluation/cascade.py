@@ -1,6 +1,7 @@
-"""Measure the cascade stages of the shipped default (or any pipeline directory).
+"""The cascade stages of a pipeline (default: the shipped one) measured on held-out clips.
 
-    python scripts/evaluate_cascade.py [--pipeline DIR] [--clips 12] [--prompts 24] [--out cascade_metrics.json]
+    python -m magicvideo.evaluation.cascade [--pipeline DIR] [--clips 12] [--prompts 24] [--frames 16]
+                                            [--out cascade_metrics.json]
 
 Prints, with the targets of issue 5 (exit status 1 when one is missed):
   VideoVAE on held-out clips vs the same VAE frame by frame: PSNR drop <= 0.3 dB, dithering -20%
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -28,15 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def frames_u8(frames: torch.Tensor) -> np.ndarray:
-    """Frames (T, 3, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+from .common import evaluation_parser, frames_u8, machine, per_clip, report_checks, video_u8
 
 
 def heldout_sr_frames(pipe, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n`` held-out (low-res, high-res) frame pairs the SR figures are measured on."""
-    from magicvideo.stages import sr_frame_pair
+    from ..stages import sr_frame_pair
 
     pairs = [sr_frame_pair(i, seed=123, low_res=pipe.frame_size, scale=pipe.sr.config.scale, split="heldout")
              for i in range(n)]
@@ -44,17 +41,12 @@ def heldout_sr_frames(pipe, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return low, high
 
 
-def video_u8(video: torch.Tensor) -> np.ndarray:
-    """A video (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return frames_u8(video.transpose(0, 1))
-
-
 def heldout_videovae(vae, clips: int, resolution: int) -> dict:
     """The VideoVAE figures of issue 5: ``clips`` held-out clips (seed 77) encoded, then decoded
     frame by frame and by the VideoVAE; uint8 videos (``truth``, ``framewise``, ``temporal``),
     the input ``videos`` and the per-clip mean PSNR and dithering of both decodings."""
-    from magicvideo.data.synthetic import ShapesDataset
-    from magicvideo.evaluate import dithering, psnr
+    from ..analyzers.reconstruction import dithering, psnr
+    from ..data.synthetic import ShapesDataset
 
     data = ShapesDataset(num_frames=16, resolution=resolution, split="heldout", seed=77)
     videos = torch.stack([data[i]["video"] for i in range(clips)])
@@ -68,15 +60,10 @@ def heldout_videovae(vae, clips: int, resolution: int) -> dict:
             "dithering_framewise": per_clip(dithering, fw, truth), "dithering_temporal": per_clip(dithering, tp, truth)}
 
 
-def per_clip(metric, decoded: np.ndarray, truth: np.ndarray) -> float:
-    """Mean of ``metric(decoded clip, true clip)`` over the clips."""
-    return float(np.mean([metric(d, t) for d, t in zip(decoded, truth)]))
-
-
 def memory_probe(pipeline: str | None, num_frames: int) -> None:
     """Child process: peak RSS growth (bytes) of VideoVAE decode + SR of ``num_frames`` latents."""
-    from magicvideo.pipeline import MagicVideoPipeline
-    from magicvideo.models.sr_unet import upscale_video
+    from ..models.sr_unet import upscale_video
+    from ..pipeline import MagicVideoPipeline
 
     def status(key: str) -> int:
         for line in open("/proc/self/status"):
@@ -98,30 +85,29 @@ def memory_probe(pipeline: str | None, num_frames: int) -> None:
     print(json.dumps({"peak_growth": status("VmHWM") - before}))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pipeline", default=None)
+def main(argv: list[str] | None = None) -> int:
+    parser = evaluation_parser(__doc__)
     parser.add_argument("--clips", type=int, default=12, help="held-out clips for VideoVAE and interpolation")
     parser.add_argument("--prompts", type=int, default=24, help="prompts for the 61-frame vs keyframes check")
     parser.add_argument("--frames", type=int, default=16, help="held-out frames for SR")
-    parser.add_argument("--out", default=None)
     parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.memory_probe is not None:
         memory_probe(args.pipeline, args.memory_probe)
         return 0
     try:
         from skimage.metrics import structural_similarity
     except ImportError:
-        print("scripts/evaluate_cascade.py needs scikit-image for SSIM: pip install -e '.[eval]'", file=sys.stderr)
+        print("magicvideo.evaluation.cascade needs scikit-image for SSIM: pip install -e '.[eval]'", file=sys.stderr)
         return 2
 
-    from magicvideo.data.synthetic import HELD_OUT, SEEN, ShapesDataset, make_caption, object_center, parse_prompt
-    from magicvideo.data.synthetic import render_at, spec_for
-    from magicvideo.evaluate import analyze_video, dithering, psnr, report_checks, score
-    from magicvideo.interpolate import FPS_FACTOR, interpolate_latents
-    from magicvideo.models.sr_unet import upscale_video
-    from magicvideo.pipeline import MagicVideoPipeline
+    from ..analyzers.reconstruction import dithering, psnr
+    from ..analyzers.shapes import analyze_video, score
+    from ..data.synthetic import HELD_OUT, SEEN, ShapesDataset, make_caption, object_center, parse_prompt, render_at
+    from ..data.synthetic import spec_for
+    from ..interpolate import FPS_FACTOR, interpolate_latents
+    from ..models.sr_unet import upscale_video
+    from ..pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     if pipe.interpolation is None or pipe.sr is None:
@@ -129,7 +115,7 @@ def main() -> int:
         return 2
     d = pipe.defaults
     res = pipe.frame_size
-    figures: dict = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
+    figures: dict = {"machine": machine()}
     t0 = time.time()
 
     # -- VideoVAE ---------------------------------------------------------------------------
@@ -212,7 +198,7 @@ def main() -> int:
                           "size": int(video.frames.shape[1]), "fps": video.fps}
     growth = {}
     for n in (16, 61):
-        cmd = [sys.executable, __file__, "--memory-probe", str(n)]
+        cmd = [sys.executable, "-m", "magicvideo.evaluation.cascade", "--memory-probe", str(n)]
         cmd += ["--pipeline", args.pipeline] if args.pipeline else []
         growth[n] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["peak_growth"]
     figures["memory"] = {"peak_growth_16_mb": growth[16] / 2**20, "peak_growth_61_mb": growth[61] / 2**20,

@@ -1,8 +1,8 @@
 """The paper's ablations on the shapes domain: same data, same steps, same seeds, one change each.
 
-    python scripts/ablate.py [--steps 1200] [--pool-clips 2000] [--prompts 24] [--run runs/ablate]
-                             [--only baseline conv1d ...] [--out runs/ablate/results.json] [--base PIPELINE] [--seed 0]
-                             [--image-steps N] [--heldout-clips 64] [--with-base-model]
+    python experiments/ablate.py [--steps 1200] [--pool-clips 2000] [--prompts 24] [--run runs/ablate]
+                                 [--only baseline conv1d ...] [--out runs/ablate/results.json] [--base PIPELINE] [--seed 0]
+                                 [--image-steps N] [--heldout-clips 64] [--with-base-model]
 
 Every variant trains a fresh tiny keyframe VideoUNet on the shipped VAE and encoder: half the
 steps unsupervised (image embeddings as proxy text), half on captions. With ``--image-steps N``
@@ -127,8 +127,8 @@ def evaluate(model: Path, args, base, clips, previous: dict) -> dict:
 def generate_and_score(pipe, args) -> dict:
     import torch
 
+    from magicvideo.analyzers.shapes import analyze_video, score
     from magicvideo.data.synthetic import SEEN, make_caption, parse_prompt, render_clip, spec_for
-    from magicvideo.evaluate import analyze_video, score
     from magicvideo.metrics import evaluate_videos
 
     rng = np.random.default_rng(1234)  # the same prompts, seeds and references for every variant
