@@ -35,11 +35,11 @@ from ..data import sprites as domain
 MASK_THRESHOLD = 0.1  # max-channel |frame - background| that counts as object, in [0, 1]
 FLAT_BORDER = 0.06  # 90th percentile of |border - its median| below which the background is flat
 FLAT_NAME_DISTANCE = 0.15  # max-channel distance to a named flat colour (or black) to take its name
-PHOTO_MATCH = 0.5  # normalised cross-correlation above which a frame shows one of the photos
+PHOTO_MATCH = 0.33  # correlation (contrast-normalised) above which a frame shows one of the photos
 MIN_TRAVEL_PX = 1.0  # less centroid travel (or window travel) over the clip than this is "none"
 MIN_ZOOM = 0.08  # relative change of the object's size over the clip that counts as zoom
 MIN_FIT = 0.5  # R^2 of the fitted line below which a track is "erratic"
-IDENTITY_FRAMES = 3  # frames (largest object first) whose errors are summed to name the sprite
+IDENTITY_FRAMES = 3  # frames (largest object first) whose errors are averaged to name the sprite
 
 
 @dataclass
@@ -114,38 +114,41 @@ def phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 # -- photo backgrounds ------------------------------------------------------------------------
+def _local_contrast(g: np.ndarray, size: int = 7, eps: float = 0.03) -> np.ndarray:
+    """Each pixel minus its neighbourhood's mean, over its standard deviation: a large, flat
+    object then weighs only by its outline, and faint texture (stars, the moon) counts."""
+    mean = ndimage.uniform_filter(g, size, mode="reflect")
+    var = ndimage.uniform_filter(g * g, size, mode="reflect") - mean * mean
+    return (g - mean) / np.sqrt(np.maximum(var, 0.0) + eps * eps)
+
+
 @functools.lru_cache(maxsize=64)
 def _photo_template(name: str, resolution: int):
-    """The photo at the frame scale (a frame's window = resolution pixels): grey image, its
-    FFT and window sums for normalised cross-correlation against a frame."""
+    """The photo at the frame scale (a frame's window = resolution pixels), contrast-
+    normalised: the image, its FFT and the norm of every window, for correlation."""
     from PIL import Image
 
     big = domain._photo_at(name, resolution)  # what the generator samples, at 2x
     w, h = big.width // 2, big.height // 2  # exactly half of the region kept: offsets map by 2
     photo = np.asarray(big.resize((w, h), Image.BILINEAR, box=(0, 0, 2 * w, 2 * h)), np.float32) / 255.0
-    g = _gray(photo).astype(np.float64)
+    g = _local_contrast(_gray(photo).astype(np.float64))
     n = resolution
-
-    def window_sum(x: np.ndarray) -> np.ndarray:
-        c = np.pad(x.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        return c[n:, n:] - c[:-n, n:] - c[n:, :-n] + c[:-n, :-n]
-
-    s1, s2 = window_sum(g), window_sum(g * g)
-    spread = np.sqrt(np.maximum(s2 - s1 * s1 / (n * n), 1e-12))
-    return g, np.fft.rfft2(g), spread
+    c = np.pad((g * g).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    norms = np.sqrt(np.maximum(c[n:, n:] - c[:-n, n:] - c[n:, :-n] + c[:-n, :-n], 1e-12))
+    return g, np.fft.rfft2(g), norms
 
 
 def _match(name: str, gray_frame: np.ndarray) -> tuple[float, float, float]:
-    """(x, y, ncc): where the frame's window lies in the photo (frame-scale pixels, sub-pixel)
-    and the normalised cross-correlation there."""
-    n = gray_frame.shape[0]
-    g, g_fft, spread = _photo_template(name, n)
-    f = gray_frame.astype(np.float64) - gray_frame.mean()
+    """(x, y, score): where the frame's window lies in the photo (frame-scale pixels, sub-
+    pixel) and the normalised correlation of the contrast-normalised images there."""
+    g, g_fft, norms = _photo_template(name, gray_frame.shape[0])
+    f = _local_contrast(gray_frame.astype(np.float64))
+    f -= f.mean()
     norm = np.sqrt((f * f).sum())
     if norm < 1e-6:
         return 0.0, 0.0, 0.0
     corr = np.fft.irfft2(g_fft * np.conj(np.fft.rfft2(f, s=g.shape)), s=g.shape)
-    valid = corr[: spread.shape[0], : spread.shape[1]] / (spread * norm)
+    valid = corr[: norms.shape[0], : norms.shape[1]] / (norms * norm)
     iy, ix = np.unravel_index(int(np.argmax(valid)), valid.shape)
     h, w = valid.shape
     dy = _parabolic(valid[iy - 1, ix], valid[iy, ix], valid[iy + 1, ix]) if 0 < iy < h - 1 else 0.0
@@ -190,7 +193,7 @@ def estimate_background(video: np.ndarray) -> Background:
     gray = _gray(video)
     # the object hides part of the photo: the best of a few views (the median frame hides it least
     # when it moves, the first or last when it zooms)
-    probes = [_gray(median), *(gray[i] for i in sorted({0, t // 2, t - 1}))]
+    probes = [_gray(median), *(gray[i] for i in sorted({0, t - 1}))]
     best_name, best_ncc = None, -1.0
     for name in domain.PHOTOS:
         ncc = max(_match(name, g)[2] for g in probes)
@@ -237,7 +240,8 @@ def _alpha_box(name: str) -> tuple[float, float, float, float]:
 def _fit_error(frame: np.ndarray, background: np.ndarray, name: str, box: tuple[int, int, int, int],
                nudge: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> float:
     """Mean |frame - sprite drawn over the background| over the object's box (grown by 2
-    pixels), the sprite fitted to the box (its own alpha box on the object's)."""
+    pixels), the sprite fitted to the box (its own alpha box on the object's), then moved by
+    ``nudge`` (dx, dy pixels, size factor)."""
     x0, y0, x1, y1 = box  # pixel extent, end exclusive
     fx0, fy0, fx1, fy1 = _alpha_box(name)
     side = 0.5 * ((x1 - x0) / (fx1 - fx0) + (y1 - y0) / (fy1 - fy0)) * nudge[2]
@@ -245,40 +249,48 @@ def _fit_error(frame: np.ndarray, background: np.ndarray, name: str, box: tuple[
     cy = 0.5 * (y0 + y1) - side * (0.5 * (fy0 + fy1) - 0.5) + nudge[1]
     n = frame.shape[0]
     ya, yb, xa, xb = max(y0 - 2, 0), min(y1 + 2, n), max(x0 - 2, 0), min(x1 + 2, n)
-    drawn = background.copy()
-    domain.composite(drawn, name, cx, cy, side)
-    return float(np.abs(drawn[ya:yb, xa:xb] - frame[ya:yb, xa:xb]).mean())
+    drawn = background[ya:yb, xa:xb].copy()
+    domain.composite(drawn, name, cx - xa, cy - ya, side)
+    return float(np.abs(drawn - frame[ya:yb, xa:xb]).mean())
+
+
+_NUDGES = ((0.0, 0.0, 1.0), (-0.5, 0.0, 1.0), (0.5, 0.0, 1.0), (0.0, -0.5, 1.0), (0.0, 0.5, 1.0),
+           (0.0, 0.0, 0.94), (0.0, 0.0, 1.06))
 
 
 def identify(video: np.ndarray, background: Background, masks: np.ndarray,
              candidates: Sequence[str] | None = None) -> list[tuple[str, float]]:
     """Vocabulary sprites ranked by how well each, drawn over the background and fitted to
-    the object's box, reproduces the frames where the object is largest; (name, error)."""
+    the object's box, reproduces the frame where the object is largest; the best ten are
+    then judged on IDENTITY_FRAMES frames and the best five nudged (half a pixel, 6% of
+    size) to their best fit. Returns (name, mean error) best first."""
     names = list(candidates or domain.SPRITES)
     n = video.shape[1]
     areas = masks.sum(axis=(1, 2)).astype(float)
-    boxes: dict[int, tuple[int, int, int, int]] = {}
-    for i in np.argsort(-areas):
+    views: list[tuple[int, tuple[int, int, int, int]]] = []
+    for i in np.argsort(-areas, kind="stable"):
         if areas[i] < 4:
             break
         ys, xs = np.nonzero(masks[i])
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         if min(box[:2]) > 0 and max(box[2:]) < n:  # prefer an object not cut by the frame's edge
-            boxes[int(i)] = box
-        if len(boxes) == IDENTITY_FRAMES:
+            views.append((int(i), box))
+        if len(views) == IDENTITY_FRAMES:
             break
-    if not boxes:
+    if not views:
         return []
-    frames = list(boxes.items())
-    per_frame = {name: [_fit_error(video[i], background.frames[i], name, b) for i, b in frames] for name in names}
-    errors = {name: float(np.mean(e)) for name, e in per_frame.items()}
+
+    def error(name: str, view: tuple[int, tuple[int, int, int, int]], nudge=(0.0, 0.0, 1.0)) -> float:
+        i, box = view
+        return _fit_error(video[i], background.frames[i], name, box, nudge)
+
+    errors = {name: error(name, views[0]) for name in names}
     ranked = sorted(errors, key=errors.get)
-    (first, box) = frames[0]
-    for name in ranked[:5]:  # the best few, refined on the largest view: half-pixel nudges, +-6% of size
-        best = min(_fit_error(video[first], background.frames[first], name, box, (dx, dy, s))
-                   for dx in (-0.5, 0, 0.5) for dy in (-0.5, 0, 0.5) for s in (0.94, 1.0, 1.06))
-        errors[name] = float(np.mean([best, *per_frame[name][1:]]))
-    return sorted(((k, errors[k]) for k in ranked[:5]), key=lambda p: p[1]) + [(k, errors[k]) for k in ranked[5:]]
+    for name in ranked[:10]:
+        first = min(error(name, views[0], nudge) for nudge in _NUDGES) if name in ranked[:5] else errors[name]
+        errors[name] = float(np.mean([first, *(error(name, v) for v in views[1:])]))
+    top = sorted(ranked[:10], key=errors.get)
+    return [(k, errors[k]) for k in top] + [(k, errors[k]) for k in ranked[10:]]
 
 
 # -- motion -----------------------------------------------------------------------------------
