@@ -1,35 +1,73 @@
 """Read and write videos: mp4 (H.264, yuv420p, via PyAV), gif and png frames (via Pillow).
 
 Frames are uint8 arrays ``(T, H, W, 3)``. Writes are atomic: the file is written next to
-its destination under a temporary name and renamed at the end, so a failure or a kill never
-leaves a partial video behind.
+its destination as ``.{name}.tmp-{pid}`` and renamed at the end, so a failure or a kill never
+leaves a partial video behind, and the next write to the same path removes what a SIGKILL
+left (see ``magicvideo.files``). A ``.png`` output is a numbered frame sequence
+``name_0000.png`` ...; a new sequence replaces every frame of an earlier one of that name,
+so sequences of two runs never mix.
+
+Limits, checked before anything is decoded or encoded: frame rates from ``MIN_FPS`` to
+``MAX_FPS`` (``MAX_GIF_FPS`` for a GIF, whose frame delays below 20 ms players clamp), input
+images up to ``MAX_IMAGE_PIXELS`` and videos up to ``MAX_VIDEO_PIXELS`` decoded pixels.
 """
 from __future__ import annotations
 
+import math
 import os
-import tempfile
+import re
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from .files import aside_path, check_new_output, prepare_output, probe_writable, publish, remove_path, remove_stale_temps, temp_path
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")
+MIN_FPS, MAX_FPS = 0.1, 240.0  # what the mp4 time base (rate to 1/1001) and players represent faithfully
+MAX_GIF_FPS = 50.0  # a GIF's frame delay is in 1/100 s and players clamp delays under 20 ms
+MAX_IMAGE_PIXELS = 64_000_000  # an input image (animate): checked from its header, before decoding
+MAX_VIDEO_PIXELS = 2**31  # all frames of an input video together (1080p x 1024 frames fit): ~6 GiB of uint8
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Validate an output path before any compute is spent on it."""
+def check_fps(fps: float, ext: str = ".mp4", what: str = "fps") -> float:
+    """A frame rate a video file can carry: finite, in [MIN_FPS, MAX_FPS] (GIF: MAX_GIF_FPS)."""
+    high = MAX_GIF_FPS if ext == ".gif" else MAX_FPS
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or not MIN_FPS <= fps <= high:
+        kind = "a GIF" if ext == ".gif" else "a video"
+        raise ValueError(f"{what} must be between {MIN_FPS:g} and {high:g} for {kind}, got {fps!r}")
+    return float(fps)
+
+
+def sequence_frames(path: Path) -> list[Path]:
+    """The frames ``stem_0000.png`` ... of the frame sequence ``path`` (stem.png) on disk."""
+    pattern = re.compile(rf"{re.escape(path.stem)}_\d{{4,}}\.png")
+    try:
+        return sorted(path.parent / e.name for e in os.scandir(path.parent) if pattern.fullmatch(e.name))
+    except OSError:
+        return []
+
+
+def check_output_path(path: str | Path, overwrite: bool = True) -> Path:
+    """Validate an output path before any compute is spent on it: a known extension, a folder
+    that exists and accepts a new file (created and removed there), not a folder itself, and,
+    unless ``overwrite``, nothing there yet (for a frame sequence: none of its frames)."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in VIDEO_EXTENSIONS:
         raise ValueError(f"{path}: unknown output extension {ext or '(none)'}; use one of {', '.join(VIDEO_EXTENSIONS)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"{path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{path}: directory {parent} is not writable")
-    if path.is_dir() and ext != ".png":
-        raise ValueError(f"{path}: is a directory")
+    if ext != ".png":
+        return prepare_output(path, overwrite)
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: directory {path.parent} does not exist")
+    frames = sequence_frames(path)
+    for frame in frames:
+        if frame.is_dir():
+            raise ValueError(f"{frame}: is a directory (a frame of the sequence {path.name})")
+    check_new_output(path, overwrite, frames)
+    remove_stale_temps(path)
+    probe_writable(path)
     return path
 
 
@@ -42,29 +80,27 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
+def write_video(frames: np.ndarray, path: str | Path, fps: float, overwrite: bool = True) -> Path:
     """Write ``frames`` to ``path`` (.mp4, .gif, or .png = a numbered frame sequence
-    ``name_0000.png`` ...). Returns the path written."""
+    ``name_0000.png`` ...). Returns the path written (the first frame for a sequence).
+    ``overwrite=False``: refuse when the file (any frame of the sequence) exists."""
     frames = _check_frames(frames)
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    path = check_output_path(path)
+    path = Path(path)
+    check_fps(fps, path.suffix.lower())
+    path = check_output_path(path, overwrite)
     ext = path.suffix.lower()
     if ext == ".png":
-        return _write_png_frames(frames, path)
-    from .models.io import usual_permissions  # imports torch: not needed by check_output_path
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent or ".")
-    os.close(fd)
+        return _write_png_frames(frames, path, overwrite)
+    tmp = temp_path(path)
+    remove_path(tmp)
     try:
         if ext == ".mp4":
-            _write_mp4(frames, tmp, fps)
+            _write_mp4(frames, str(tmp), fps)
         else:
-            _write_gif(frames, tmp, fps)
-        usual_permissions(Path(tmp))  # not mkstemp's 0600
-        os.replace(tmp, path)
+            _write_gif(frames, str(tmp), fps)
+        publish(tmp, path, overwrite)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        remove_path(tmp)
         raise
     return path
 
@@ -103,28 +139,41 @@ def _write_gif(frames: np.ndarray, path: str, fps: float) -> None:
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
 
 
-def _write_png_frames(frames: np.ndarray, path: Path) -> Path:
+def _write_png_frames(frames: np.ndarray, path: Path, overwrite: bool) -> Path:
+    """Frames into a temporary folder, then swapped in: the earlier sequence's frames are moved
+    aside first, so a kill at any point shows frames of one run only (the folders left are
+    stale temporaries, removed by the next write)."""
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent or "."))
+    parent = path.parent
+    tmp, aside = temp_path(path), aside_path(path)
+    for leftover in (tmp, aside):
+        remove_path(leftover)
+    tmp.mkdir()
     try:
         names = []
         for i, frame in enumerate(frames):
             name = f"{path.stem}_{i:04d}.png"
             Image.fromarray(frame).save(tmp / name)
             names.append(name)
+        old = sequence_frames(path)
+        check_new_output(path, overwrite, old)
+        if old:
+            aside.mkdir()
+            for frame in old:
+                os.replace(frame, aside / frame.name)
         for name in names:
-            os.replace(tmp / name, path.parent / name)
+            os.replace(tmp / name, parent / name)
     finally:
-        for leftover in tmp.iterdir():
-            leftover.unlink()
-        tmp.rmdir()
-    return path.parent / f"{path.stem}_0000.png"
+        remove_path(tmp)
+        remove_path(aside)
+    return parent / f"{path.stem}_0000.png"
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video file (anything FFmpeg reads, gif included) to uint8 (T, H, W, 3) and
-    its frame rate. Errors name the file."""
+    its frame rate. Errors name the file; frames past ``MAX_VIDEO_PIXELS`` decoded pixels are
+    refused rather than decoded (frame sizes are checked from the stream before decoding)."""
     import av
 
     path = Path(path)
@@ -136,8 +185,18 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
             if not container.streams.video:
                 raise ValueError(f"{path}: contains no video stream")
             stream = container.streams.video[0]
+            pixels = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+            if pixels > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{path}: {stream.codec_context.width}x{stream.codec_context.height} frames are "
+                                 f"larger than {MAX_IMAGE_PIXELS / 1e6:g} megapixels")
             rate = stream.average_rate or stream.guessed_rate or 0
+            total = 0
             for frame in container.decode(stream):
+                total += frame.width * frame.height
+                if total > MAX_VIDEO_PIXELS:
+                    raise ValueError(f"{path}: more than {MAX_VIDEO_PIXELS / 1e9:.1f} billion pixels to decode "
+                                     f"({len(frames)} frames of {frame.width}x{frame.height} so far); cut or scale "
+                                     f"it down first")
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
@@ -152,16 +211,25 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file (png, jpg, ... anything Pillow reads) -> uint8 (H, W, 3). Errors name the file."""
+    """An image file (png, jpg, ... anything Pillow reads) -> uint8 (H, W, 3). Errors name the
+    file; an image over ``MAX_IMAGE_PIXELS`` is refused from its header, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit follows
+            with Image.open(path) as image:
+                w, h = image.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, more than the "
+                                     f"{MAX_IMAGE_PIXELS / 1e6:g} an input image may have")
+                return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: refused, too many pixels ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
 
 

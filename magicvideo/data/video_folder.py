@@ -12,10 +12,15 @@ then ``num_frames`` successive frames at that stride from a random start; the cl
 long file from the beginning. Frames are resized (shorter side) and center-cropped to
 ``resolution``.
 
-Broken files (corrupt, truncated, zero-length, too short, not a video) never stop a run: an
-item that lands on one moves on to the next file, the file is remembered in ``skipped`` with
-the reason, and a one-line report is logged once per file. Items are pure functions of
-``(seed, index)``, as for the shapes domain, so ``--resume`` stays exact.
+Every path, listed in the captions file or found in the folder, must resolve (links
+followed) inside the dataset folder: a listed one outside is an error naming the line, a found
+one (``a.mp4 -> /elsewhere/b.mp4``) is skipped without being opened; links to folders are not
+followed. Broken files (corrupt, truncated, zero-length, too short, not a video) never stop a
+run: an item that lands on one moves on to the next file, and the file is remembered in
+``skipped`` with the reason (logged once per file). ``report()`` sums the skips up in one line
+with counts by reason; ``new_report()`` gives it only when something was skipped since its
+last call, so a training loop that asks after every pass prints it once. Items are pure
+functions of ``(seed, index)``, as for the shapes domain, so ``--resume`` stays exact.
 """
 from __future__ import annotations
 
@@ -39,12 +44,22 @@ class VideoInfo:
     fps: float  # native frame rate
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"repeated key(s) {', '.join(map(repr, repeated))}")
+    return dict(pairs)
+
+
 def read_captions(root: Path, captions_file: Path) -> dict[Path, str]:
     """``captions.csv`` / ``.jsonl`` -> {resolved video path: caption}. Errors name the file
-    and the line; paths must stay inside ``root``."""
+    and the line; paths must stay inside ``root`` (links included: the path is resolved).
+    A CSV may start with a UTF-8 byte-order mark (Excel's "CSV UTF-8"); a repeated column,
+    a repeated header row or a video listed twice is refused rather than half-read."""
     rows: list[tuple[int, str, str]] = []
     try:
-        text = captions_file.read_text(encoding="utf-8")
+        text = captions_file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{captions_file}: cannot read ({err})") from None
     if captions_file.suffix == ".jsonl":
@@ -52,27 +67,45 @@ def read_captions(root: Path, captions_file: Path) -> dict[Path, str]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_unique_keys)
                 rows.append((n, str(record["path"]), str(record["caption"])))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"{captions_file}:{n}: expected {{\"path\": ..., \"caption\": ...}} ({err})") from None
     else:
-        reader = csv.DictReader(text.splitlines())
-        if reader.fieldnames is None or not {"path", "caption"} <= set(reader.fieldnames):
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        columns = [c.strip() for c in header or []]
+        if not {"path", "caption"} <= set(columns):
             raise ValueError(f"{captions_file}: needs a header with the columns path,caption")
-        for n, record in enumerate(reader, 2):
-            if not record.get("path") or record.get("caption") is None:
-                raise ValueError(f"{captions_file}:{n}: empty path or caption")
-            rows.append((n, record["path"], record["caption"]))
+        repeated = sorted({c for c in columns if c and columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{captions_file}:1: column(s) {', '.join(repeated)} repeated in the header")
+        at = {name: columns.index(name) for name in ("path", "caption")}
+        for record in reader:
+            n = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if [c.strip() for c in record] == columns:
+                raise ValueError(f"{captions_file}:{n}: the header row again (two files joined?)")
+            if len(record) != len(columns):
+                raise ValueError(f"{captions_file}:{n}: {len(record)} fields, the header has {len(columns)} "
+                                 f"(quote captions that hold commas)")
+            if not record[at["path"]]:
+                raise ValueError(f"{captions_file}:{n}: empty path")
+            rows.append((n, record[at["path"]], record[at["caption"]]))
     root = root.resolve()
     captions: dict[Path, str] = {}
+    lines: dict[Path, int] = {}
     for n, rel, caption in rows:
         path = (root / rel).resolve()
         if not path.is_relative_to(root):
             raise ValueError(f"{captions_file}:{n}: path {rel!r} is outside the dataset folder {root}")
         if not caption.strip():
             raise ValueError(f"{captions_file}:{n}: empty caption for {rel!r}")
-        captions[path] = caption.strip()
+        if path in lines:
+            raise ValueError(f"{captions_file}:{n}: {rel!r} is listed again (first at line {lines[path]}); "
+                             f"a video has one caption")
+        captions[path], lines[path] = caption.strip(), n
     return captions
 
 
@@ -168,7 +201,21 @@ class VideoFolderDataset(torch.utils.data.Dataset):
             raise ValueError(f"strides must be positive integers, got {strides}")
         self.num_frames, self.resolution, self.strides = num_frames, resolution, tuple(sorted(strides))
         self.seed, self.labeled = seed, labeled
-        files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        self._resolved_root = self.root.resolve()
+        self.skipped: dict[str, str] = {}  # path -> why (reported once each)
+        self._reported = 0  # skips already in a new_report()
+        found_files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS
+                             and (p.is_file() or p.is_symlink()))  # rglob does not enter linked folders
+        files = []
+        for path in found_files:
+            target = path.resolve()
+            if not target.is_relative_to(self._resolved_root):
+                self.skipped[str(path)] = f"outside the dataset folder (a link to {target})"
+            elif target.is_file():
+                files.append(path)
+            elif not target.exists():
+                self.skipped[str(path)] = "a link to a missing file"
+        self.considered = len(found_files)  # what report() counts skips out of
         self.captions: dict[Path, str] = {}
         if labeled:
             found = Path(captions) if captions else next((self.root / n for n in CAPTION_FILES
@@ -177,13 +224,22 @@ class VideoFolderDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{self.root}: no {' or '.join(CAPTION_FILES)} (captioned training needs one; "
                                  f"unsupervised pretraining reads the folder unlabeled)")
             self.captions = read_captions(self.root, found)
+            for path in files:
+                if path.resolve() not in self.captions:
+                    self.skipped[str(path)] = "no caption"
             files = [p for p in files if p.resolve() in self.captions]
+            on_disk = {p.resolve() for p in files}
+            for listed in self.captions:
+                if listed not in on_disk:
+                    why = "listed in the captions, not found" if not listed.exists() else \
+                        f"listed in the captions, not a video file ({', '.join(VIDEO_EXTENSIONS)})"
+                    self.skipped[str(listed)] = why
+                    self.considered += 1
         if not files:
             raise ValueError(f"{self.root}: no {'captioned ' if labeled else ''}videos "
-                             f"({', '.join(VIDEO_EXTENSIONS)})")
+                             f"({', '.join(VIDEO_EXTENSIONS)}){'; ' + self.report() if self.skipped else ''}")
         self.files = files
         self.length = len(files) if length is None else length
-        self.skipped: dict[str, str] = {}  # path -> why (reported once each)
         self._info: dict[Path, VideoInfo] = {}
 
     def __len__(self) -> int:
@@ -195,15 +251,29 @@ class VideoFolderDataset(torch.utils.data.Dataset):
             log.warning("skipping %s: %s (%d skipped so far)", path, reason, len(self.skipped))
 
     def report(self) -> str:
-        """One line: how many files were skipped and why (for the end of an epoch or run)."""
+        """One line: how many files were skipped, counted by reason, with the first few named."""
         if not self.skipped:
             return f"{self.root}: all {len(self.files)} videos read"
-        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in list(self.skipped.items())[:5])
-        more = " ..." if len(self.skipped) > 5 else ""
-        return f"{self.root}: skipped {len(self.skipped)} of {len(self.files)} videos ({reasons}{more})"
+        counts: dict[str, int] = {}
+        for reason in self.skipped.values():
+            kind = reason.split(" (")[0].split(":")[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        by_reason = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        names = ", ".join(Path(p).name for p in list(self.skipped)[:5]) + (" ..." if len(self.skipped) > 5 else "")
+        return f"{self.root}: skipped {len(self.skipped)} of {self.considered} videos: {by_reason} ({names})"
+
+    def new_report(self) -> str | None:
+        """``report()`` when files were skipped since the last call, else None: asked after
+        every pass over the folder, the report appears once, and again only with news."""
+        if len(self.skipped) == self._reported:
+            return None
+        self._reported = len(self.skipped)
+        return self.report()
 
     def clip(self, path: Path, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """One fps-aware clip of ``path``: uint8 (F, r, r, 3) and its fps."""
+        if not path.resolve().is_relative_to(self._resolved_root):  # a link changed since the folder was read
+            raise ValueError(f"outside the dataset folder (a link to {path.resolve()})")
         info = self._info.get(path)
         if info is None:
             info = self._info[path] = probe_video(path)

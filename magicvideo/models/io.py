@@ -1,13 +1,19 @@
 """Model directories: ``config.json`` + ``model.safetensors``, written atomically.
 
 Weights are only ever read with safetensors; every error names the file and the problem.
+A ``config.json`` is checked value by value before anything is built (types, finite numbers,
+sizes in range), and the model is first built on the meta device and matched against the
+weights' shapes, so a config that does not fit its weights is an error, not an allocation.
+Temporary names and the cleanup after a kill: ``magicvideo.files``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
-import shutil
-import tempfile
+import types
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import config_to_dict, read_config_file
+from ..config import config_from_dict, config_to_dict
+from ..files import aside_path, publish, remove_path, remove_stale_temps, temp_path
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -62,58 +69,137 @@ def load_state_dict_checked(
     allowed_missing: set[str] = frozenset(),
 ) -> None:
     """Load ``state`` into ``model``: key sets and shapes must match (except allowed_missing)."""
+    check_state_dict_fits(model, state, source, allowed_missing)
+    model.load_state_dict(state, strict=False)
+
+
+def check_state_dict_fits(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    allowed_missing: set[str] = frozenset(),
+) -> None:
+    """Key sets and shapes of ``state`` match ``model`` (which may live on the meta device)."""
     own = model.state_dict()
     check_state_dict_keys(set(own), set(state), source, allowed_missing)
     bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
     if bad:
         raise ValueError(f"{source}: tensor shapes do not match the model: {_preview(bad, 6)}")
-    model.load_state_dict(state, strict=False)
 
 
 @contextmanager
 def atomic_directory(directory: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``directory``; on a clean exit it replaces
-    ``directory`` by rename, on any error (or a kill) it is removed and the old one stays."""
+    """Yield a temporary directory beside ``directory`` (``.{name}.tmp-{pid}``); on a clean exit
+    it replaces ``directory`` by rename, on any error (or a kill) it is removed and the old one
+    stays. Temporaries a killed process left for the same directory are removed first."""
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    remove_stale_temps(directory)
+    tmp = temp_path(directory)
+    remove_path(tmp)
+    tmp.mkdir()
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_path(tmp)
         raise
-    usual_permissions(tmp, directory=True)
-    for f in tmp.rglob("*"):
-        usual_permissions(f, directory=f.is_dir())
     old = None
     if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        old = aside_path(directory)
+        remove_path(old)
         os.replace(directory, old)
     os.replace(tmp, directory)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_path(old)
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on a clean exit it replaces ``path`` by
-    rename, on any error the temporary file is removed and ``path`` is untouched."""
+def atomic_file(path: Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (``.{name}.tmp-{pid}``); on a clean exit it
+    replaces ``path`` by rename (``overwrite=False``: refuses if ``path`` appeared meanwhile),
+    on any error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    remove_stale_temps(path)
+    tmp = temp_path(path)
+    remove_path(tmp)
     try:
         yield tmp
-        usual_permissions(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path, overwrite)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def usual_permissions(path: Path, directory: bool = False) -> None:
-    """mkdtemp / mkstemp make 0700 / 0600 entries; give them what a plain mkdir / open would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+# -- config.json values --------------------------------------------------------------------
+MAX_CONFIG_INT = 65536  # widths, heads, frames, levels: anything larger is a typo or a hostile file
+MAX_CONFIG_SIZE = 4096  # sizes that set what a pipeline generates (latent or pixel side)
+SIZE_FIELDS = ("sample_size", "low_res_size")
+
+
+def _check_value(key: str, value: Any, kind: Any) -> str | None:
+    """Why ``value`` is not a sane ``kind`` (a field's annotation), or None."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _check_value(key, value, next(a for a in args if a is not type(None)))
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list) or len(value) > 64:
+            return "a list"
+        problems = [_check_value(key, v, args[0]) for v in value]
+        return next((f"a list, each item {p}" for p in problems if p), None)
+    if kind is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if kind is int:
+        high = MAX_CONFIG_SIZE if key in SIZE_FIELDS else MAX_CONFIG_INT
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
+        return None if ok else f"an integer from 0 to {high}"
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if kind is str:
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
+def check_config_values(cls: type, data: Any, source: str) -> None:
+    """Every field of a ``config.json`` has its declared type, numbers are finite and sizes in
+    range; the error names the file and the key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            problem = _check_value(field.name, data[field.name], hints[field.name])
+            if problem:
+                raise ValueError(f"{source}: {field.name} must be {problem}, got {data[field.name]!r}")
+
+
+def read_model_config(cls: type, path: Path) -> Any:
+    """``config.json`` -> ``cls``, every value checked first (``check_config_values``)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: config file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+    check_config_values(cls, data, str(path))
+    return config_from_dict(cls, data, source=str(path))
+
+
+def check_json_numbers(data: Any, source: str, prefix: str = "") -> None:
+    """Every number in a JSON structure is finite (Python's json reads NaN, Infinity and 1e999);
+    the error names the file and the key path (``defaults.guidance``)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_json_numbers(value, source, f"{prefix}{key}.")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            check_json_numbers(value, source, f"{prefix}{i}.")
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise ValueError(f"{source}: {prefix.rstrip('.')} must be a finite number, got {data}")
 
 
 def save_model_dir(model: torch.nn.Module, config: Any, directory: str | Path) -> Path:
@@ -129,11 +215,14 @@ def load_model_dir(model_cls: type, config_cls: type, directory: str | Path, dev
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"{directory}: model directory not found")
-    config = read_config_file(config_cls, directory / CONFIG_NAME)
+    config = read_model_config(config_cls, directory / CONFIG_NAME)
     state = load_safetensors(directory / WEIGHTS_NAME, device=device)
+    with torch.device("meta"):  # keys and shapes first, without allocating what the config asks for
+        shell = model_cls(config)
+    check_state_dict_fits(shell, state, str(directory / WEIGHTS_NAME))
     with torch.device(device):
         model = model_cls(config)
-    load_state_dict_checked(model, state, str(directory / WEIGHTS_NAME))
+    model.load_state_dict(state, strict=False)
     return model.eval()
 
 
