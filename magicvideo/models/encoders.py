@@ -131,6 +131,8 @@ def default_text_model_path() -> str:
 
 
 class MiniLMLiTEncoder(ConditionEncoder):
+    max_length = 128  # tokens of a prompt the text model reads; the rest is cut
+
     def __init__(self, text_model_path: str | None = None, tower_widths: tuple[int, ...] = (32, 64, 128, 128),
                  image_size: int = 64):
         super().__init__()
@@ -157,7 +159,7 @@ class MiniLMLiTEncoder(ConditionEncoder):
         prompts = _check_prompts(prompts)
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
         if missing:
-            batch = self.tokenizer(missing, padding=True, truncation=True, max_length=128,
+            batch = self.tokenizer(missing, padding=True, truncation=True, max_length=self.max_length,
                                    return_tensors="pt").to(self.device)
             hidden = self.text_model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
