@@ -72,6 +72,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .config import get_preset
     from .info import describe, format_report
 
+    if args.pipeline is not None:  # what the pipeline's prompts can name (vocabulary.json)
+        from .info import format_vocabulary, read_vocabulary
+
+        vocab = read_vocabulary(args.pipeline)
+        print(json.dumps(vocab, indent=1, ensure_ascii=False) if args.json else format_vocabulary(vocab))
+        return 0
     report = describe(get_preset(args.preset), frames=args.frames, resolution=args.resolution)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -310,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--resolution", type=_positive_int, default=None,
                       help="video height/width in pixels (default: the preset's, 64 tiny / 256 sd15)")
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
+    info.add_argument("--pipeline", default=None,
+                      help="print this pipeline directory's vocabulary (vocabulary.json: sprites, backgrounds, motions)")
     info.set_defaults(func=cmd_info)
 
     def sampling_flags(p: argparse.ArgumentParser, fps_default: str) -> None:

@@ -1,7 +1,9 @@
-"""Model sizes and compute, counted on the meta device (no memory, no weights needed)."""
+"""Model sizes and compute, counted on the meta device (no memory, no weights needed); a
+pipeline's vocabulary (`magicvideo info --pipeline DIR`)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import torch
@@ -90,4 +92,50 @@ def format_report(r: dict[str, Any]) -> str:
         f"  ({uc['frame_op_flops'] / max(ua['frame_op_flops'], 1):,.0f}x the adaptor;"
         f" +{uc['params']['video'] - ua['params']['video']:,} params)",
     ]
+    return "\n".join(lines)
+
+
+def read_vocabulary(pipeline: str) -> dict[str, Any]:
+    """A pipeline directory's ``vocabulary.json`` (what its prompts can name; sprites
+    pipelines have one, see ``magicvideo.data.sprites.write_vocabulary``)."""
+    from pathlib import Path
+
+    path = Path(pipeline) / "vocabulary.json"
+    if not Path(pipeline).is_dir():
+        raise ValueError(f"{pipeline}: pipeline directory not found")
+    if not path.is_file():
+        raise ValueError(f"{pipeline}: no vocabulary.json (only a pipeline trained on the sprites domain has one)")
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(vocab, dict) or not isinstance(vocab.get("sprites"), list):
+        raise ValueError(f"{path}: expected an object with a 'sprites' list")
+    return vocab
+
+
+def format_vocabulary(vocab: dict[str, Any]) -> str:
+    """The vocabulary as text: sprites by category (main name, other caption names, the split
+    when not plain training), then backgrounds and motions."""
+    sprites = vocab["sprites"]
+    lines = [f"vocabulary: {len(sprites)} sprites ({vocab.get('font', 'emoji')})"]
+    for category in dict.fromkeys(s.get("category", "?") for s in sprites):
+        members = [s for s in sprites if s.get("category", "?") == category]
+        lines += ["", f"{category} ({len(members)}):"]
+        for s in members:
+            names = s.get("names", [])
+            notes = [f"also: {', '.join(names[1:])}"] if len(names) > 1 else []
+            if s.get("paraphrases"):
+                notes.append(f"paraphrases: {', '.join(s['paraphrases'])}")
+            if s.get("split") not in (None, "train"):
+                notes.append(s["split"])
+            if s.get("heldout_motions"):
+                notes.append(f"never trained: {', '.join(s['heldout_motions'])}")
+            lines.append(f"  {s.get('char', '?')}  {names[0] if names else '?':<20} {'; '.join(notes)}".rstrip())
+    if vocab.get("backgrounds"):
+        lines += ["", f"backgrounds ({len(vocab['backgrounds'])}):"]
+        lines += [f"  {name:<18} {phrase}" for name, phrase in vocab["backgrounds"].items()]
+    if vocab.get("motions"):
+        lines += ["", f"motions ({len(vocab['motions'])}):"]
+        lines += [f"  {name:<10} {', '.join(phrases)}" for name, phrases in vocab["motions"].items()]
     return "\n".join(lines)

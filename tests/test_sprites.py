@@ -197,3 +197,18 @@ def test_analyzer_rejects_frames_of_the_wrong_shape():
         analyzer.analyze_video(np.zeros((4, 32, 32)))
     with pytest.raises(ValueError, match="square"):
         analyzer.analyze_video(np.zeros((4, 32, 48, 3), np.uint8))
+
+
+def test_info_prints_a_pipelines_vocabulary(tmp_path, capsys):
+    from magicvideo.cli import main
+
+    sp.write_vocabulary(tmp_path)
+    assert main(["info", "--pipeline", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(sp.VOCABULARY)} sprites" in text and "🐱  cat" in text and "never trained: right" in text
+    assert "over a photo of coffee" in text and "zoom in" in text
+    assert main(["info", "--pipeline", str(tmp_path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["sprites"]) == len(sp.VOCABULARY)
+    (tmp_path / "vocabulary.json").unlink()
+    assert main(["info", "--pipeline", str(tmp_path)]) == 2
+    assert "no vocabulary.json" in capsys.readouterr().err
