@@ -1,16 +1,24 @@
-"""Diffusion maths around the VideoUNet: noise schedule, targets, CFG, sampling.
+"""Diffusion maths around the VideoUNet: noise schedule, targets, the loss, CFG, sampling.
 
 The U-Net knows nothing of noise schedules; this module owns them. Schedulers for sampling
 come from diffusers (DDIM, DPM-Solver++); the training-side formulas are the closed forms
 of the same variance-preserving process, written for per-video ``(B,)`` or per-frame
-``(B, F)`` timesteps on latents ``(B, C, F, H, W)``.
+``(B, F)`` timesteps on latents ``(B, C, F, H, W)``:
+
+* ``add_noise``: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (q(x_t | x_0))
+* ``training_target``: eps, v or x_0, by the schedule's prediction type; ``predict_x0`` inverts it
+* ``denoising_loss``: draw t and eps, noise x_0, regress the target (DiT's ``training_losses``):
+  the one loss of the keyframe, interpolation and SR stages and of ``metrics.denoising_loss``
+* ``guided`` (classifier-free guidance) and ``sample`` (a diffusers scheduler's loop)
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import SCHEDULERS
@@ -68,7 +76,15 @@ class NoiseSchedule:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
 
     def alphas_cumprod(self) -> torch.Tensor:
-        return self.scheduler("ddim").alphas_cumprod.clone()
+        """abar_t for t = 0..T-1, a fresh copy."""
+        return _alphas_cumprod(self).clone()
+
+
+@functools.lru_cache(maxsize=32)
+def _alphas_cumprod(schedule: NoiseSchedule) -> torch.Tensor:
+    """abar_t of a schedule, computed once (through diffusers, so that training and sampling
+    agree to the bit); callers must not write to it."""
+    return schedule.scheduler("ddim").alphas_cumprod.clone()
 
 
 def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -109,6 +125,67 @@ def predict_x0(
 
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def denoising_loss(
+    predict: Denoiser,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
+    *,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    frames: slice | None = None,
+    per_item: bool = False,
+) -> torch.Tensor:
+    """The denoising loss every diffusion stage trains on (DiT's ``training_losses``)::
+
+        t ~ U{0, ..., T-1},  eps ~ schedule.noise,  x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+        loss = mean (predict(x_t, t) - target(x_0, eps, t))^2      target: eps, v or x_0
+
+    ``predict(x_t, t)`` is the model with its conditions bound. ``x0`` is clean latents
+    ``(B, C, F, H, W)`` or frames ``(B, C, H, W)`` (noised as one-frame videos; ``predict``
+    gets them back as frames). Random draws, on the CPU from ``generator`` and then moved to
+    ``x0``'s device, in this order: ``t`` (per video, ``(B,)``) unless given, then ``noise``
+    unless given; a stage that draws more (condition dropout, SR's augmentation level) draws
+    it before calling, so a (seed, step) gives the same numbers on every machine.
+
+    ``weights`` (broadcastable against ``x0``) make it the weighted
+    mean sum(w err^2) / sum(w). ``frames``: the frames the loss covers (interpolation: the
+    unknown middle of the window). Returns the mean over the batch, or with ``per_item`` one
+    mean per item ``(B,)``."""
+    images = x0.ndim == 4
+    if images:  # frames as one-frame videos: the formulas broadcast over (B, C, F, H, W)
+        if frames is not None:
+            raise ValueError("frames: a slice of frames needs videos (B, C, F, H, W), got frames (B, C, H, W)")
+        x0 = x0[:, :, None]
+        noise = None if noise is None else noise[:, :, None]
+        weights = None if weights is None else weights[:, :, None]
+    if x0.ndim != 5:
+        raise ValueError(f"x0 must be (B, C, F, H, W) or (B, C, H, W), got {tuple(x0.shape)}")
+    b, device = x0.shape[0], x0.device
+    if t is None:
+        t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
+    if noise is None:
+        noise = schedule.noise(tuple(x0.shape), generator=generator)
+    t, noise = t.to(device), noise.to(device)
+    alphas_cumprod = _alphas_cumprod(schedule)
+    xt = add_noise(x0, noise, t, alphas_cumprod)
+    target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
+    pred = predict(xt[:, :, 0], t)[:, :, None] if images else predict(xt, t)
+    if frames is not None:
+        pred, target = pred[:, :, frames], target[:, :, frames]
+        if weights is not None and weights.shape[2] == x0.shape[2]:  # per-frame weights
+            weights = weights[:, :, frames]
+    if per_item:
+        err = (pred - target).square()
+        if weights is None:
+            return err.flatten(1).mean(1)
+        return (err * weights).flatten(1).mean(1) / weights.expand(b, *weights.shape[1:]).flatten(1).mean(1)
+    if weights is None:
+        return F.mse_loss(pred, target)
+    return ((pred - target).square() * weights).mean() / weights.mean()
 
 
 def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, guidance: float, **kwargs) -> Denoiser:

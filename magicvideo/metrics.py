@@ -202,7 +202,7 @@ def denoising_loss(unet, latents: torch.Tensor, cond: torch.Tensor, fps: torch.T
     ``latents`` (N, C, F, h, w) are clean clip latents, ``cond`` (N, L, D) their caption tokens,
     ``fps`` (N,). Level k noises every clip to timestep (k + 1/2) T / levels with noise drawn
     from ``seed`` and the clip's index, so two models (or two calls) see the same noisy inputs,
-    and the training loss of ``schedule``'s prediction type is taken. ``reverse`` plays each
+    and the training loss is taken (``diffusion.denoising_loss`` at that t and noise). ``reverse`` plays each
     clip and its noise backwards under the same caption and fps: a model that knows what the
     caption says about motion (which way the object moves) does worse on it, a model that
     treats frames independently does exactly as well. A low-variance measure that compares
@@ -212,10 +212,9 @@ def denoising_loss(unet, latents: torch.Tensor, cond: torch.Tensor, fps: torch.T
                          f"{tuple(latents.shape)}, {tuple(cond.shape)}, {tuple(fps.shape)}")
     if levels < 1 or batch < 1:
         raise ValueError(f"levels and batch must be >= 1, got {levels} and {batch}")
-    from .diffusion import add_noise, training_target
+    from .diffusion import denoising_loss as training_loss
 
     device = next(unet.parameters()).device
-    alphas_cumprod = schedule.alphas_cumprod()
     steps = ((torch.arange(levels) + 0.5) * schedule.num_train_timesteps / levels).long()
     losses = np.zeros((latents.shape[0], levels))
     with torch.no_grad():
@@ -228,9 +227,8 @@ def denoising_loss(unet, latents: torch.Tensor, cond: torch.Tensor, fps: torch.T
                 x0, noise = x0.flip(2), noise.flip(2)
             for k, step in enumerate(steps.tolist()):
                 t = torch.full((x0.shape[0],), step, dtype=torch.long, device=device)
-                xt = add_noise(x0, noise, t, alphas_cumprod)
-                target = training_target(x0, noise, t, alphas_cumprod, schedule.prediction_type)
-                losses[part, k] = (unet(xt, t, c, fps=f) - target).square().flatten(1).mean(1).cpu().numpy()
+                losses[part, k] = training_loss(lambda xt, t: unet(xt, t, c, fps=f), x0, schedule, t=t, noise=noise,
+                                                per_item=True).cpu().numpy()
     return losses
 
 

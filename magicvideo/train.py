@@ -1,7 +1,7 @@
 """One training loop for every stage.
 
 A stage is (trainable model, loss, batch maker) plus how to save the result: see
-``stages.py``. This loop owns what is the same everywhere: AdamW, EMA weights, gradient
+``stages/``. This loop owns what is the same everywhere: AdamW, EMA weights, gradient
 clipping, skipping non-finite losses, JSONL metrics, periodic samples, and checkpoints.
 
 Checkpoints are directories written atomically (temp dir + rename): a kill at any moment
@@ -15,10 +15,12 @@ pieces, the gradients are summed over processes (one flat all-reduce), and every
 takes the same optimizer step; rank 0 alone writes metrics, checkpoints and the model. A run
 with P processes and ``micro_batches = M`` gives the weights of one process with the same M.
 
-Devices: the loop trains where the stage put its model (``--device``); gradients are summed
-with NCCL when that is a GPU, with gloo otherwise. ``mixed_precision="bf16"`` runs the
-stage's loss under ``torch.autocast`` in bfloat16 (weights, gradients, optimizer state and
-EMA stay float32); ``compile=True`` compiles the model with ``torch.compile``.
+Devices: ``resolve_device`` turns ``--device`` into a torch device (a clear error when it is
+not there); the loop trains where the stage put its model (stages move their batches there
+with ``to_device``). Gradients are summed with NCCL when that is a GPU, with gloo otherwise.
+``mixed_precision="bf16"`` runs the stage's loss under ``torch.autocast`` in bfloat16
+(weights, gradients, optimizer state and EMA stay float32); ``compile=True`` compiles the
+model with ``torch.compile``.
 """
 from __future__ import annotations
 
@@ -157,6 +159,33 @@ def load_checkpoint(out: Path, model, ema, opt) -> dict[str, Any]:
             ema[k].copy_(ema_state[k])
     _restore_optimizer(opt, load_safetensors(ckpt / "optimizer.safetensors"), state["optimizer"])
     return state
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: cpu, cuda or cuda:N; a clear error when it is not there. Under torchrun,
+    plain "cuda" means this process's GPU (``LOCAL_RANK``)."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if not name.startswith("cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if name == "cuda" else name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    torch.cuda.set_device(device)
+    return device
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors in a batch (nested dicts, lists, tuples) moved to ``device``; the rest as is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def distributed_context(device: torch.device = torch.device("cpu")) -> tuple[int, int]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magicvideo.diffusion import NoiseSchedule, add_noise, guided, predict_x0, sample, training_target
+from magicvideo.diffusion import (NoiseSchedule, add_noise, denoising_loss, guided, predict_x0, sample,
+                                  training_target)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,87 @@ def test_x0_prediction_schedules_sample_through_diffusers(name):
     wrong = sample(lambda x, t: target.expand_as(x), torch.randn(1, 3, 1, 8, 8),
                    NoiseSchedule(prediction_type="epsilon").scheduler(name), 4, progress=False)
     assert (wrong - target).abs().max() > 0.5  # the same outputs read as eps do not
+
+
+def _by_hand(schedule, x0, seed):
+    """The draws denoising_loss makes from a generator seeded ``seed`` (t, then noise), and the
+    closed forms: x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps; target eps, x_0 or
+    v = sqrt(abar) eps - sqrt(1 - abar) x_0."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=g)
+    noise = schedule.noise(tuple(x0.shape), generator=g)
+    abar = schedule.scheduler("ddim").alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    target = {"epsilon": noise, "sample": x0, "v_prediction": abar.sqrt() * noise - (1 - abar).sqrt() * x0}
+    return t, xt, target[schedule.prediction_type]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_denoising_loss_is_the_mean_square_error_to_the_closed_form_target(prediction_type):
+    schedule = NoiseSchedule(prediction_type=prediction_type, frame_noise_correlation=0.3)
+    x0 = torch.randn(3, 4, 5, 6, 6, generator=torch.Generator().manual_seed(1))
+    t, xt, target = _by_hand(schedule, x0, seed=7)
+    seen = []
+
+    def zeros(x, t_in):
+        seen.append((x, t_in))
+        return torch.zeros_like(x)
+
+    loss = denoising_loss(zeros, x0, schedule, torch.Generator().manual_seed(7))
+    # the predictor saw x_t at the drawn t, and predicting zero costs mean(target^2)
+    assert torch.equal(seen[0][1], t)
+    torch.testing.assert_close(seen[0][0], xt, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, target.square().mean(), rtol=1e-5, atol=1e-6)
+    per_item = denoising_loss(zeros, x0, schedule, torch.Generator().manual_seed(7), per_item=True)
+    torch.testing.assert_close(per_item, target.square().mean(dim=(1, 2, 3, 4)), rtol=1e-5, atol=1e-6)
+    # predicting the target exactly costs nothing
+    exact = denoising_loss(lambda x, t_in: target, x0, schedule, torch.Generator().manual_seed(7))
+    assert exact.item() == 0.0
+    # given t and noise, nothing is drawn
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    denoising_loss(zeros, x0, schedule, g, t=t, noise=torch.zeros_like(x0))
+    assert torch.equal(g.get_state(), state)
+
+
+def test_denoising_loss_weights_and_frames():
+    schedule = NoiseSchedule()
+    x0 = torch.randn(2, 4, 5, 6, 6, generator=torch.Generator().manual_seed(1))
+    _, _, target = _by_hand(schedule, x0, seed=2)
+    w = torch.rand(2, 1, 5, 6, 6, generator=torch.Generator().manual_seed(3)) + 0.5
+
+    def zeros(x, t):
+        return torch.zeros_like(x)
+
+    def loss(**kwargs):
+        return denoising_loss(zeros, x0, schedule, torch.Generator().manual_seed(2), **kwargs)
+
+    middle = slice(1, 4)
+    err, wide = target.square(), w.expand_as(target)
+    torch.testing.assert_close(loss(weights=w), (err * wide).sum() / wide.sum())
+    torch.testing.assert_close(loss(frames=middle), err[:, :, middle].mean())
+    torch.testing.assert_close(loss(weights=w, frames=middle),
+                               (err * wide)[:, :, middle].sum() / wide[:, :, middle].sum())
+    torch.testing.assert_close(loss(weights=w, per_item=True),
+                               (err * wide).sum(dim=(1, 2, 3, 4)) / wide.sum(dim=(1, 2, 3, 4)))
+
+
+def test_denoising_loss_treats_frames_as_one_frame_videos():
+    schedule = NoiseSchedule(prediction_type="sample")
+    images = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    shapes = []
+
+    def half(x, t):  # any predictor of frames (B, C, H, W)
+        shapes.append(tuple(x.shape))
+        return 0.5 * x
+
+    as_images = denoising_loss(half, images, schedule, torch.Generator().manual_seed(4))
+    as_videos = denoising_loss(lambda x, t: 0.5 * x, images[:, :, None], schedule, torch.Generator().manual_seed(4))
+    assert shapes == [(3, 3, 8, 8)] and torch.equal(as_images, as_videos)
+    with pytest.raises(ValueError, match="frames"):
+        denoising_loss(half, images, schedule, frames=slice(0, 1))
+    with pytest.raises(ValueError, match="x0 must be"):
+        denoising_loss(half, images[0], schedule)
 
 
 def test_classifier_free_guidance_formula():

@@ -8,9 +8,9 @@ import torch
 
 from magicvideo import VideoUNet, VideoVAE
 from magicvideo.cli import main
-from magicvideo.models.encoders import load_encoder
+from magicvideo.models.encoders import image_condition, load_encoder
 from magicvideo.pipeline import MagicVideoPipeline
-from magicvideo.stages import StageOptions, clip_condition
+from magicvideo.stages import StageOptions
 
 
 def test_vae_lit_keyframe_chain(tmp_path):
@@ -70,15 +70,39 @@ def test_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "checkpoint").exists()
 
 
-def test_clip_condition_averages_frame_embeddings():
+def test_image_condition_averages_frame_embeddings():
     class Probe:
         def encode_image(self, images):  # one token = mean pixel value of each image
             return images.mean(dim=(1, 2, 3)).view(-1, 1, 1)
 
     video = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 16, 1, 1).expand(2, 3, 16, 2, 2)
-    tokens = clip_condition(Probe(), video, frames_used=4)
+    tokens = image_condition(Probe(), video, frames_used=4)
     # frames 0, 5, 10, 15 of each clip
     assert torch.allclose(tokens.view(2), torch.tensor([7.5, 23.5]))
+
+
+def test_every_stage_the_cli_offers_is_built_and_nothing_else():
+    from magicvideo.config import STAGES
+    from magicvideo.stages import BUILDERS, build_stage
+
+    assert tuple(BUILDERS) == STAGES
+    with pytest.raises(ValueError, match="unknown stage 'audio'"):
+        build_stage("audio", StageOptions())
+
+
+def test_training_modules_do_not_import_each_other_in_a_circle():
+    """latent_cache and train are below the stages: they import nothing from them."""
+    import ast
+    from pathlib import Path
+
+    import magicvideo
+
+    root = Path(magicvideo.__file__).parent
+    for module in ("latent_cache.py", "train.py", "diffusion.py"):
+        for node in ast.walk(ast.parse((root / module).read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [getattr(node, "module", None) or "", *(alias.name for alias in node.names)]
+                assert not any("stages" in name.split(".") for name in names), f"{module}: {ast.unparse(node)}"
 
 
 def test_stage_options_are_validated():
@@ -128,7 +152,7 @@ def test_latent_object_weights_find_what_differs_from_the_background():
 
 
 def test_clip_pool_cache_is_reused_only_when_it_matches(tmp_path, monkeypatch, capsys):
-    from magicvideo import stages
+    from magicvideo import latent_cache, stages
     from magicvideo.config import VideoVAEConfig
     from magicvideo.latent_cache import read_latent_cache
     from magicvideo.models.encoders import MiniLMLiTEncoder
@@ -136,8 +160,8 @@ def test_clip_pool_cache_is_reused_only_when_it_matches(tmp_path, monkeypatch, c
     VideoVAE(VideoVAEConfig()).save_pretrained(tmp_path / "vae")
     MiniLMLiTEncoder().save_pretrained(tmp_path / "enc")
     calls = []
-    real = stages.encode_clip_batch
-    monkeypatch.setattr(stages, "encode_clip_batch",
+    real = latent_cache.encode_clip_batch
+    monkeypatch.setattr(latent_cache, "encode_clip_batch",
                         lambda batch, *a, **k: calls.append(len(batch["caption"])) or real(batch, *a, **k))
     cache = tmp_path / "pool"
     opts = StageOptions(vae=str(tmp_path / "vae"), encoder=str(tmp_path / "enc"), pool_clips=3, pool_cache=str(cache))

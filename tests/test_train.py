@@ -187,3 +187,18 @@ def test_stop_at_ends_the_run_early_and_resume_goes_on(tmp_path):
         train(toy_stage(), TrainConfig(**{**CFG.__dict__, "stop_at": 20}), tmp_path / "b", resume=True, progress=False)
     with pytest.raises(ValueError, match="stop_at must be in"):
         TrainConfig(steps=10, stop_at=11)
+
+
+def test_to_device_moves_every_tensor_of_a_nested_batch_and_keeps_the_rest():
+    batch = {"latents": torch.zeros(2, 3), "caption": ["a", "b"], "pair": (torch.ones(1), 5), "cond": None}
+    moved = train_mod.to_device(batch, torch.device("meta"))
+    assert moved["latents"].device.type == "meta" and moved["pair"][0].device.type == "meta"
+    assert moved["caption"] == ["a", "b"] and moved["pair"][1] == 5 and moved["cond"] is None
+    assert isinstance(moved["pair"], tuple)
+
+
+@pytest.mark.parametrize("name, message", [("tpu", "cpu, cuda or cuda:N"), ("cuda:99", "cuda:99")])
+def test_resolve_device_names_what_is_wrong(name, message):
+    assert train_mod.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=message):
+        train_mod.resolve_device(name)
