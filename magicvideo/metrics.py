@@ -125,7 +125,7 @@ def evaluate_videos(generated: Sequence[np.ndarray], prompts: Sequence[str | Non
     FVD-shapes on the encoder's image tower and a reference set; CLIPSIM and the shapes
     analyzer where prompts are known."""
     from .data.synthetic import parse_prompt
-    from .evaluate import analyze_video, score
+    from .analyzers.shapes import analyze_video, score
 
     if len(generated) < 2:
         raise ValueError(f"need at least 2 generated videos, got {len(generated)}")
