@@ -1,15 +1,35 @@
 """The ``magicvideo`` command line.
 
 Every user error (bad option, bad file, bad prompt) is one line on stderr and exit code 2,
-checked before any expensive work starts; nothing is half-written.
+checked before any expensive work starts; nothing is half-written. Every number is checked
+for finiteness and range before a model loads. SIGTERM (``timeout``, schedulers, container
+stops) ends a command like Ctrl-C: one line, exit 143 (130 for Ctrl-C), no temporary left.
+
+Existing outputs (OVERWRITE_POLICY below, also in ``--help``): refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 
 from . import __version__
+
+
+OVERWRITE_POLICY = (
+    "Existing outputs are never replaced silently: a command that writes (generate, animate, vary, edit, "
+    "train, cache-latents, evaluate --out) refuses an output that exists unless --overwrite is given, and "
+    "checks that the output's folder accepts a new file before any compute. train -o on a folder holding a "
+    "run needs --resume (continue) or --overwrite (start again); a non-empty folder that is not a run is "
+    "refused. edit and vary never write over their input video, --overwrite or not. A .png output is a frame "
+    "sequence NAME_0000.png ...: with --overwrite it replaces every frame of an earlier sequence of that name "
+    "(none is left behind), without it any existing frame of the sequence is refused.")
+MAX_GUIDANCE = 50.0  # far past any useful scale (5 text, 2.5 image); inf or 1e9 turn the video black
+SAMPLING_SEED_BITS = 63  # torch seeds are 64-bit; windows and variations add their index to the seed
+TRAINING_SEED_BITS = 32  # training derives per-step seeds as seed * 1_000_003 + step + ...
+MAX_KEYFRAMES = 1024  # = pipeline.MAX_KEYFRAMES, here so that the check costs no torch import
 
 
 class _Parser(argparse.ArgumentParser):
@@ -17,24 +37,53 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_in(low: int, high: int):
+    """An integer option in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return value
+
+    return parse
 
 
-def _float_above(minimum: float, strict: bool):
+_positive_int = _int_in(1, 10**9)
+_nonnegative_int = _int_in(0, 10**9)
+
+
+def _seed(bits: int):
+    """A seed: an integer 0 <= seed < 2**bits."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not 0 <= value < 2**bits:
+            raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**{bits} - 1, got {value}")
+        return value
+
+    return parse
+
+
+def _float_above(minimum: float, strict: bool, maximum: float = math.inf):
+    """A finite number above ``minimum`` (``strict``: not equal to it), at most ``maximum``."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < minimum or (strict and value == minimum) or value != value:
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text}")
         return value
 
     return parse
@@ -42,6 +91,17 @@ def _float_above(minimum: float, strict: bool):
 
 _positive_float = _float_above(0.0, strict=True)
 _nonnegative_float = _float_above(0.0, strict=False)
+_guidance = _float_above(0.0, strict=False, maximum=MAX_GUIDANCE)
+
+
+def _fps(text: str) -> float:
+    """A frame rate a video file carries faithfully (``video_io.MIN_FPS`` to ``MAX_FPS``)."""
+    from .video_io import MAX_FPS, MIN_FPS
+
+    value = _positive_float(text)
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -90,10 +150,112 @@ def _stage_flags(args: argparse.Namespace) -> dict:
                 upscale=False if args.no_upscale else None)
 
 
+FPS_FACTOR = 4  # = interpolate.FPS_FACTOR: the interpolation stage's output runs at 4x the keyframes' fps
+
+
+# pipeline.json defaults a request may take: (low, high)
+PIPELINE_DEFAULT_RANGES = {"guidance": (0.0, MAX_GUIDANCE), "image_guidance": (0.0, MAX_GUIDANCE),
+                           "interpolation_guidance": (0.0, MAX_GUIDANCE), "vary_strength": (0.0, 1.0),
+                           "edit_strength": (0.0, 1.0)}
+MAX_SCHEDULE_STEPS = 100_000
+
+
+def _pipeline_facts(args: argparse.Namespace) -> dict:
+    """What the checks before loading need from the pipeline, read from its JSON files (no
+    torch): schedule length, default fps, interpolation stage, keyframe window. Its numbers
+    are checked here (finite, in range; the error names the file and key); a missing or
+    malformed file is left to the loader, whose error names it."""
+    from pathlib import Path
+
+    from .files import check_json_numbers
+    from .video_io import MAX_FPS, MIN_FPS
+
+    path = Path(args.pipeline) if args.pipeline else Path(__file__).parent / "weights" / "default"
+    spec_file = path / "pipeline.json"
+    try:
+        spec = json.loads(spec_file.read_text())
+        keyframe_file = path / str(spec["stages"]["keyframe"]) / "config.json"
+        keyframe = json.loads(keyframe_file.read_text())
+        defaults, schedule = spec.get("defaults") or {}, spec.get("schedule") or {}
+        interpolation = "interpolation" in spec["stages"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    check_json_numbers(spec, str(spec_file))
+    check_json_numbers(keyframe, str(keyframe_file))
+    for key, (low, high) in {**PIPELINE_DEFAULT_RANGES, "fps": (MIN_FPS, MAX_FPS)}.items():
+        value = defaults.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{spec_file}: defaults.{key} must be a number from {low:g} to {high:g}, got {value!r}")
+    timesteps = schedule.get("num_train_timesteps", 1000)
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_SCHEDULE_STEPS:
+        raise ValueError(f"{spec_file}: schedule.num_train_timesteps must be an integer from 1 to "
+                         f"{MAX_SCHEDULE_STEPS}, got {timesteps!r}")
+    window = keyframe.get("max_frames", 16)
+    if not isinstance(window, int) or isinstance(window, bool):
+        return {}  # the model loader names it
+    return {"timesteps": timesteps, "fps": float(defaults.get("fps", 8.0)), "window": window,
+            "interpolation": interpolation}
+
+
+def _check_sampling(args: argparse.Namespace, num_frames: int) -> None:
+    """The numbers that depend on the pipeline, before it loads: --steps within its noise
+    schedule, --context-frames within its window, and the frame rate of the file written (the
+    interpolation stage multiplies it by 4) one a video can carry."""
+    from pathlib import Path
+
+    from .video_io import MAX_FPS, MAX_GIF_FPS, MIN_FPS
+
+    facts = _pipeline_facts(args)
+    if not facts:
+        return
+    if args.steps is not None and args.steps > facts["timesteps"]:
+        raise ValueError(f"--steps must be at most {facts['timesteps']} (the noise schedule's length), got {args.steps}")
+    context = getattr(args, "context_frames", None)
+    if context is not None and context >= facts["window"]:
+        raise ValueError(f"--context-frames must be below the model's window of {facts['window']} frames, "
+                         f"got {context}")
+    fps = args.fps if args.fps is not None else float(facts["fps"])
+    interpolates = facts["interpolation"] and not args.no_interpolate and num_frames >= 2
+    out = fps * FPS_FACTOR if interpolates else fps
+    gif = Path(args.output).suffix.lower() == ".gif"
+    high = MAX_GIF_FPS if gif else MAX_FPS
+    if not MIN_FPS <= out <= high:
+        how = f" ({fps:g} fps x {FPS_FACTOR} by the interpolation stage)" if interpolates else ""
+        raise ValueError(f"the output would play at {out:g} fps{how}; {'a GIF' if gif else 'a video'} plays "
+                         f"{MIN_FPS:g} to {high:g} fps: choose another --fps"
+                         f"{' or pass --no-interpolate' if interpolates else ''}")
+
+
+def _warn_if_prompt_cut(encoder, prompt: str | None, command: str) -> None:
+    """One line on stderr when the text encoder reads only the first ``max_length`` tokens."""
+    limit, tokenizer = getattr(encoder, "max_length", None), getattr(encoder, "tokenizer", None)
+    if not prompt or limit is None or tokenizer is None:
+        return
+    count = len(tokenizer(prompt)["input_ids"])
+    if count > limit:
+        print(f"magicvideo {command}: warning: the prompt is {count} tokens long; it was cut at {limit} tokens "
+              f"(the text encoder's limit), the rest is not read", file=sys.stderr)
+
+
+def _refuse_input_as_output(source: str, outputs: list) -> None:
+    """edit and vary never write over their source video, --overwrite or not."""
+    import os
+    import re
+    from pathlib import Path
+
+    src = Path(source).resolve()
+    for out in map(Path, outputs):
+        same = out.resolve() == src or (out.exists() and src.exists() and os.path.samefile(out, src))
+        frame = out.suffix.lower() == ".png" and src.parent == out.resolve().parent and \
+            re.fullmatch(rf"{re.escape(out.stem)}_\d{{4,}}\.png", src.name)
+        if same or frame:
+            raise ValueError(f"{out}: is the input video {source}; write the result to another file")
+
+
 def _write(args: argparse.Namespace, video, path, start: float) -> None:
     from .video_io import write_video
 
-    path = write_video(video.frames, path, fps=video.fps)
+    path = write_video(video.frames, path, fps=video.fps, overwrite=args.overwrite)
     t, h, w, _ = video.frames.shape
     if not args.quiet:
         import time
@@ -108,11 +270,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
-    check_output_path(args.output)
+    check_output_path(args.output, overwrite=args.overwrite)
+    _check_sampling(args, args.num_frames)
     start = time.time()
     from .pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
     video = pipe(args.prompt, num_frames=args.num_frames, context_frames=args.context_frames, **_stage_flags(args))
     _write(args, video, args.output, start)
     return 0
@@ -125,12 +289,14 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("prompt is empty")
-    check_output_path(args.output)
+    check_output_path(args.output, overwrite=args.overwrite)
+    _check_sampling(args, args.num_frames)
     start = time.time()
     image = read_image(args.image)
     from .pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
     video = pipe.animate(image, prompt=args.prompt, num_frames=args.num_frames, anchor=not args.no_anchor,
                          source=args.image, **_stage_flags(args))
     _write(args, video, args.output, start)
@@ -140,9 +306,12 @@ def cmd_animate(args: argparse.Namespace) -> int:
 def _read_source_video(args: argparse.Namespace):
     from .video_io import read_video
 
-    frames, fps = read_video(args.video)
+    frames, fps = read_video(args.video, max_frames=MAX_KEYFRAMES + 1)
+    if len(frames) > MAX_KEYFRAMES:
+        raise ValueError(f"{args.video}: more than {MAX_KEYFRAMES} frames (every frame is a keyframe); cut it first")
     if args.fps is None:
         args.fps = fps  # the source's own frame rate drives the fps embedding
+    _check_sampling(args, len(frames))
     return frames
 
 
@@ -160,8 +329,11 @@ def cmd_vary(args: argparse.Namespace) -> int:
     from .video_io import check_output_path
 
     paths = variation_paths(args.output, args.n)
+    _refuse_input_as_output(args.video, paths)
     for path in paths:
-        check_output_path(path)
+        check_output_path(path, overwrite=args.overwrite)
+    if args.seed + args.n > 2**SAMPLING_SEED_BITS:
+        raise ValueError(f"--seed {args.seed} + -n {args.n}: the variations' seeds pass 2**{SAMPLING_SEED_BITS}")
     start = time.time()
     frames = _read_source_video(args)
     from .pipeline import MagicVideoPipeline
@@ -180,12 +352,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
-    check_output_path(args.output)
+    _refuse_input_as_output(args.video, [args.output])
+    check_output_path(args.output, overwrite=args.overwrite)
     start = time.time()
     frames = _read_source_video(args)
     from .pipeline import MagicVideoPipeline
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
     video = pipe.edit(frames, args.prompt, strength=args.strength, source=args.video, **_stage_flags(args))
     _write(args, video, args.output, start)
     return 0
@@ -197,9 +371,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate_videos, load_feature_net, read_video_set, shapes_benchmark
 
     if args.out is not None:
+        from .files import prepare_output
+
         out = Path(args.out)
         if out.suffix != ".json" or not out.parent.is_dir():
             raise ValueError(f"{out}: --out must be a .json file in an existing folder")
+        prepare_output(out, args.overwrite)
     fid_net = load_feature_net(args.fid_net, "--fid-net") if args.fid_net else None
     fvd_net = load_feature_net(args.fvd_net, "--fvd-net") if args.fvd_net else None
     from .models.encoders import load_encoder
@@ -223,12 +400,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         from .models.io import atomic_file
 
-        with atomic_file(out) as tmp:
+        with atomic_file(out, overwrite=args.overwrite) as tmp:
             tmp.write_text(text + "\n")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from .files import check_run_directory, probe_folder_for, remove_path
+
+    first_process = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone owns the folder
+    if first_process:
+        check_run_directory(args.output, args.resume, args.overwrite)
+        probe_folder_for(args.output)
+    if args.unet:
+        from .config import VideoUNetConfig
+        from .models.io import check_config_values
+
+        check_config_values(VideoUNetConfig, dict(args.unet), "--unet")
     from .diffusion import NoiseSchedule
     from .stages import StageOptions, build_stage, resolve_device
     from .train import TrainConfig, distributed_context, train
@@ -236,7 +426,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = StageOptions(preset=args.preset, seed=args.seed, condition=args.condition, vae=args.vae,
                            encoder=args.encoder, init_from=args.init_from, init_image_from=args.init_image_from,
                            pool_clips=args.pool_clips, object_weight=args.object_weight, align_weight=args.align_weight,
-                           pool_cache=args.pool_cache, data=args.data, strides=tuple(args.strides),
+                           pool_cache=args.pool_cache, domain=args.domain, data=args.data, strides=tuple(args.strides),
                            latent_cache=args.latent_cache, gradient_checkpointing=args.gradient_checkpointing,
                            num_frames=args.num_frames, device=args.device, unet_overrides=tuple(args.unet),
                            schedule=NoiseSchedule(frame_noise_correlation=args.frame_noise_correlation))
@@ -248,6 +438,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         rank, _ = distributed_context(resolve_device(args.device))  # under torchrun: one process per GPU / CPU share
         stage = build_stage(args.stage, options)
+        if first_process:  # --overwrite: the old run goes only once the new one could be built
+            for old in check_run_directory(args.output, args.resume, args.overwrite):
+                remove_path(old)
         final = train(stage, cfg, args.output, resume=args.resume, progress=not args.quiet)
     finally:
         import torch.distributed as dist
@@ -262,20 +455,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cache_latents(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .files import OVERWRITE_HINT, probe_folder_for
+
+    out = Path(args.output)
+    if out.exists() or out.is_symlink():
+        if not args.overwrite:
+            raise ValueError(f"{out}: already exists (a cache is written once); {OVERWRITE_HINT}")
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "cache.json").is_file()):
+            raise ValueError(f"{out}: not a latent cache (no cache.json); --overwrite replaces only a cache")
+    probe_folder_for(out)
     from .data.video_folder import CAPTION_FILES
     from .latent_cache import write_latent_cache
     from .models.encoders import load_encoder
     from .stages import StageOptions, _dataset, _load_vae
 
-    if Path(args.output).exists():
-        raise ValueError(f"{args.output}: already exists (a cache is written once; remove it to rebuild)")
-    options = StageOptions(preset=args.preset, seed=args.seed, data=args.data, strides=tuple(args.strides),
-                           num_frames=args.num_frames)
+    options = StageOptions(preset=args.preset, seed=args.seed, domain=args.domain, data=args.data,
+                           strides=tuple(args.strides), num_frames=args.num_frames)
     labeled = args.data is None or any((Path(args.data) / n).is_file() for n in CAPTION_FILES)
     data = _dataset(options, num_frames=args.num_frames, labeled=labeled)
     vae = _load_vae(args.vae).eval()  # as in training: our model directory or SD VAE weights
     encoder = load_encoder(args.encoder).eval()
-    source = {"data": args.data or "shapes", "strides": args.strides, "num_frames": args.num_frames,
+    source = {"data": args.data or args.domain, "strides": args.strides, "num_frames": args.num_frames,
               "seed": args.seed, "vae": args.vae, "encoder": args.encoder}
     out = write_latent_cache(args.output, data, args.clips, vae, encoder, source=source, shard_clips=args.shard_clips,
                              batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
@@ -304,16 +504,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import CONDITIONS, PRESETS, SCHEDULERS, STAGES
+    from .config import CONDITIONS, DOMAINS, PRESETS, SCHEDULERS, STAGES
 
-    parser = _Parser(prog="magicvideo", description="MagicVideo text-to-video latent diffusion")
+    parser = _Parser(prog="magicvideo", description="MagicVideo text-to-video latent diffusion",
+                     epilog=OVERWRITE_POLICY)
     parser.add_argument("--version", action="version", version=f"magicvideo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     info = sub.add_parser("info", help="parameter counts and FLOPs of a preset (built on the meta device)")
     info.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    info.add_argument("--frames", type=_positive_int, default=16, help="frames per step (default 16)")
-    info.add_argument("--resolution", type=_positive_int, default=None,
+    info.add_argument("--frames", type=_int_in(1, MAX_KEYFRAMES), default=16, help="frames per step (default 16)")
+    info.add_argument("--resolution", type=_int_in(8, 8192), default=None,
                       help="video height/width in pixels (default: the preset's, 64 tiny / 256 sd15)")
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
     info.add_argument("--pipeline", default=None,
@@ -322,11 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def sampling_flags(p: argparse.ArgumentParser, fps_default: str) -> None:
         p.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png (frame sequence)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--fps", type=_positive_float, default=None,
+        p.add_argument("--seed", type=_seed(SAMPLING_SEED_BITS), default=0, help="0 to 2**63 - 1 (default 0)")
+        p.add_argument("--fps", type=_fps, default=None,
                        help=f"frame rate the motion is generated at (default: {fps_default})")
         p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
-        p.add_argument("--guidance", type=_nonnegative_float, default=None,
+        p.add_argument("--guidance", type=_guidance, default=None,
                        help="classifier-free guidance scale (default: the pipeline's, 5 for a prompt, "
                             "2.5 for an image condition: animate, vary)")
         p.add_argument("--scheduler", choices=SCHEDULERS, default=None)
@@ -334,14 +535,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-interpolate", action="store_true",
                        help="skip frame interpolation (output: the keyframes at --fps)")
         p.add_argument("--no-upscale", action="store_true", help="skip super-resolution (output at the VAE's size)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace an existing output (default: refuse; a .png sequence is replaced whole)")
         p.add_argument("-q", "--quiet", action="store_true")
 
     gen = sub.add_parser("generate", help="generate a video from a prompt")
     gen.add_argument("prompt")
-    gen.add_argument("--num-frames", type=_positive_int, default=16,
+    gen.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16,
                      help="keyframes (default 16); interpolation makes 4n-3 output frames. Above the model's 16, "
                           "a long video is made in windows")
-    gen.add_argument("--context-frames", type=_positive_int, default=None,
+    gen.add_argument("--context-frames", type=_int_in(1, MAX_KEYFRAMES), default=None,
                      help="long videos: frames each window continues from (default: half a window)")
     sampling_flags(gen, "the pipeline's, 8")
     gen.set_defaults(func=cmd_generate)
@@ -349,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     ani = sub.add_parser("animate", help="image-to-video: animate an image (optionally guided by a prompt)")
     ani.add_argument("image", help="image file (png, jpg, ...); centre-cropped and resized to the model's size")
     ani.add_argument("--prompt", default=None, help="text condition added to the image's")
-    ani.add_argument("--num-frames", type=_positive_int, default=16, help="keyframes (default 16)")
+    ani.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16, help="keyframes (default 16)")
     ani.add_argument("--no-anchor", action="store_true", help="do not hold the first frame to the image")
     sampling_flags(ani, "the pipeline's, 8")
     ani.set_defaults(func=cmd_animate)
@@ -383,9 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clip", default=None, help="transformers CLIP directory for CLIPSIM (default: the pipeline's "
                                                  "encoder)")
     ev.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
-    ev.add_argument("--num-videos", type=_positive_int, default=32, help="shapes benchmark size (default 32)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--num-videos", type=_int_in(1, 100_000), default=32, help="shapes benchmark size (default 32)")
+    ev.add_argument("--seed", type=_seed(TRAINING_SEED_BITS), default=0)
     ev.add_argument("--out", default=None, help="also write the report to this .json file")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -405,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(all but the frame operators, temporal attention, fps and condition embeddings) comes from "
                          "this VideoUNet directory, e.g. one trained with temporal_conv_op=none and "
                          "temporal_attention=none as a text-to-image model; the video part starts at identity/zero")
+    tr.add_argument("--domain", choices=DOMAINS, default="shapes",
+                    help="procedural training data: shapes, or sprites (named emoji over photos; needs the Noto "
+                         "Color Emoji font, see docs/sprites.md)")
     tr.add_argument("--data", default=None,
                     help="train on a folder of videos (captions.csv/.jsonl for captioned stages) instead of "
                          "the shapes domain")
@@ -414,33 +621,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keyframe stage: train from a directory made by `magicvideo cache-latents`")
     tr.add_argument("--gradient-checkpointing", action="store_true",
                     help="U-Net stages: recompute activations in the backward pass (less memory, ~30%% more time)")
-    tr.add_argument("--object-weight", type=float, default=0.0,
+    tr.add_argument("--object-weight", type=_nonnegative_float, default=0.0,
                     help="keyframe stage: weight the loss 1+W on latent pixels off the frame's background "
                          "(on the shapes domain: the object, whose few latent pixels decide its shape)")
-    tr.add_argument("--align-weight", type=float, default=1.0,
+    tr.add_argument("--align-weight", type=_nonnegative_float, default=1.0,
                     help="lit stage: weight of the term pulling an image's embedding onto its caption's "
                          "(1 - cosine), beside the contrastive loss; 0 = plain LiT")
-    tr.add_argument("--pool-clips", type=int, default=0,
+    tr.add_argument("--pool-clips", type=_nonnegative_int, default=0,
                     help="keyframe stage: encode this many clips once and sample batches from them")
     tr.add_argument("--pool-cache", default=None,
                     help="keyframe stage: directory keeping the encoded pool (latent-cache format; shared between stages)")
     tr.add_argument("--frame-noise-correlation", type=_fraction, default=0.0,
                     help="keyframe stage: share this fraction of the noise variance across frames (default 0)")
-    tr.add_argument("--num-frames", type=_positive_int, default=16, help="frames per training clip")
+    tr.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16, help="frames per training clip")
     tr.add_argument("--unet", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                     help="keyframe stage, fresh model: change a field of the preset's VideoUNetConfig, e.g. "
                          "temporal_conv_op=conv1d, attention_layout=sequential (repeatable; values as JSON)")
     tr.add_argument("--steps", type=_positive_int, default=1000)
     tr.add_argument("--batch-size", type=_positive_int, default=4)
-    tr.add_argument("--lr", type=_positive_float, default=2e-4)
-    tr.add_argument("--ema-decay", type=_nonnegative_float, default=0.999)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--lr", type=_float_above(0.0, strict=True, maximum=1.0), default=2e-4)
+    tr.add_argument("--ema-decay", type=_fraction, default=0.999)
+    tr.add_argument("--seed", type=_seed(TRAINING_SEED_BITS), default=0, help="0 to 2**32 - 1 (default 0)")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=500)
     tr.add_argument("--stop-at", type=_positive_int, default=0, metavar="N",
                     help="end this run after step N (checkpoint and model written there) while the learning-rate "
                          "schedule spans --steps; --resume goes on from there (a job cut to fit a time limit)")
-    tr.add_argument("--sample-every", type=int, default=0)
-    tr.add_argument("--micro-batches", type=int, default=0,
+    tr.add_argument("--sample-every", type=_nonnegative_int, default=0)
+    tr.add_argument("--micro-batches", type=_nonnegative_int, default=0,
                     help="cut each global batch into this many pieces (gradient accumulation); the default 0 "
                          "means one per process. Same value = same weights on any number of processes")
     tr.add_argument("--device", default="cpu",
@@ -449,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bf16: forward/backward under bfloat16 autocast, float32 weights and optimizer")
     tr.add_argument("--compile", action="store_true", help="torch.compile the trained model (GPU; slow first step)")
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="OUTPUT holds a run: start it again from step 0 (its checkpoint, model, samples and "
+                         "metrics are removed); default: refuse")
     tr.add_argument("-q", "--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
 
@@ -457,15 +667,17 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("-o", "--output", required=True, help="cache directory to create")
     cache.add_argument("--vae", required=True, help="trained VAE model directory or SD weights")
     cache.add_argument("--encoder", default=None, help="trained LiT encoder or CLIP directory")
-    cache.add_argument("--data", default=None, help="a video folder (default: the shapes domain)")
+    cache.add_argument("--domain", choices=DOMAINS, default="shapes", help="procedural domain: shapes or sprites")
+    cache.add_argument("--data", default=None, help="a video folder (default: the --domain's procedural clips)")
     cache.add_argument("--strides", type=_positive_int, nargs="+", default=[1, 2, 4])
     cache.add_argument("--clips", type=_positive_int, default=1000, help="clips to encode (the first N of the stream)")
-    cache.add_argument("--num-frames", type=_positive_int, default=16)
+    cache.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16)
     cache.add_argument("--shard-clips", type=_positive_int, default=256, help="clips per safetensors shard")
     cache.add_argument("--batch-size", type=_positive_int, default=16)
-    cache.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding videos")
+    cache.add_argument("--workers", type=_int_in(0, 256), default=0, help="DataLoader workers decoding videos")
     cache.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    cache.add_argument("--seed", type=int, default=0)
+    cache.add_argument("--seed", type=_seed(TRAINING_SEED_BITS), default=0)
+    cache.add_argument("--overwrite", action="store_true", help="replace an existing cache (default: refuse)")
     cache.add_argument("-q", "--quiet", action="store_true")
     cache.set_defaults(func=cmd_cache_latents)
 
@@ -501,17 +713,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python is: whatever cleans up after Ctrl-C cleans up after it."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.func(args)
     except ValueError as err:
         print(f"magicvideo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"magicvideo {args.command}: terminated (SIGTERM); nothing half-written was left", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"magicvideo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the disk, not the input: full, gone, read-only after the checks
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"magicvideo {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ No torch here: the CLI runs these checks before loading anything.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 OVERWRITE_HINT = "pass --overwrite to replace it"
 
@@ -71,6 +73,19 @@ def remove_stale_temps(target: Path) -> list[Path]:
     return removed
 
 
+def check_json_numbers(data: Any, source: str, prefix: str = "") -> None:
+    """Every number in a JSON structure is finite (Python's json reads NaN, Infinity and 1e999);
+    the error names the file and the key path (``defaults.guidance``)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_json_numbers(value, source, f"{prefix}{key}.")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            check_json_numbers(value, source, f"{prefix}{i}.")
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise ValueError(f"{source}: {prefix.rstrip('.')} must be a finite number, got {data}")
+
+
 def probe_writable(target: Path) -> None:
     """Create and remove a file where ``target``'s temporary will go: a folder that cannot take
     a new file (read-only, no permission, full) is named now rather than after the compute."""
@@ -101,7 +116,8 @@ def prepare_output(target: str | Path, overwrite: bool, existing: list[Path] | N
     target = Path(target)
     parent = target.parent
     if not parent.is_dir():
-        raise ValueError(f"{target}: directory {parent} does not exist")
+        raise ValueError(f"{target}: directory {parent} does not exist" if not parent.exists() else
+                         f"{target}: {parent} is not a directory")
     if target.is_dir():
         raise ValueError(f"{target}: is a directory")
     check_new_output(target, overwrite, existing)
@@ -127,3 +143,39 @@ def publish(tmp: Path, target: Path, overwrite: bool) -> None:
         os.replace(tmp, target)
         return
     os.unlink(tmp)
+
+
+def probe_folder_for(target: Path) -> None:
+    """A folder output (``target`` and any missing parents are made later): the nearest
+    existing folder above it accepts a new entry."""
+    target = Path(target)
+    above = target.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ValueError(f"{target}: {above} is not a folder")
+    probe_writable(above / target.name)
+
+
+RUN_ENTRIES = ("checkpoint", "model", "metrics.jsonl", "samples")  # what train.train writes into a run folder
+
+
+def check_run_directory(out: str | Path, resume: bool, overwrite: bool) -> list[Path]:
+    """A training run goes into a new or empty folder; a folder holding a run is continued with
+    ``resume`` or started again with ``overwrite`` (returns the old run's entries, to be removed
+    before the first step); a non-empty folder that is not a run is refused either way. Hidden
+    entries (a killed write's temporaries) do not count."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file, not a run folder")
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if resume or not entries:
+        return []
+    run = [name for name in entries if name in RUN_ENTRIES]
+    if not run:
+        raise ValueError(f"{out}: not empty and not a training run ({', '.join(entries[:3])}"
+                         f"{' ...' if len(entries) > 3 else ''}); train into a new or empty folder")
+    if not overwrite:
+        raise ValueError(f"{out}: holds a training run ({', '.join(run)}); --resume continues it, --overwrite "
+                         f"starts it again from step 0")
+    return [out / name for name in run]

@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .files import check_run_directory, remove_path
 from .models.io import atomic_directory, load_safetensors
 
 CHECKPOINT_DIR = "checkpoint"
@@ -244,8 +245,11 @@ def _broadcast_state(model: torch.nn.Module, ema: dict[str, torch.Tensor] | None
             dist.broadcast(tensor, src=0)
 
 
-def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``stage`` for ``cfg.steps`` steps into ``out``; returns the final model directory."""
+def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> Path:
+    """Train ``stage`` for ``cfg.steps`` steps into ``out``; returns the final model directory.
+    ``out`` must be new or empty, or hold a run: continued with ``resume``, started again with
+    ``overwrite`` (see ``files.check_run_directory``)."""
     out = Path(out)
     model = stage.model.train()
     device = next(model.parameters()).device
@@ -259,6 +263,9 @@ def train(stage: Stage, cfg: TrainConfig, out: str | Path, resume: bool = False,
     size = cfg.batch_size // pieces
     mine = [p for p in range(pieces) if p % world == rank]
     main_process = rank == 0
+    if main_process:
+        for old in check_run_directory(out, resume, overwrite):
+            remove_path(old)
     out.mkdir(parents=True, exist_ok=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -60,7 +60,8 @@ def check_output_path(path: str | Path, overwrite: bool = True) -> Path:
     if ext != ".png":
         return prepare_output(path, overwrite)
     if not path.parent.is_dir():
-        raise ValueError(f"{path}: directory {path.parent} does not exist")
+        raise ValueError(f"{path}: directory {path.parent} does not exist" if not path.parent.exists() else
+                         f"{path}: {path.parent} is not a directory")
     frames = sequence_frames(path)
     for frame in frames:
         if frame.is_dir():
@@ -228,7 +229,7 @@ def read_image(path: str | Path) -> np.ndarray:
                                      f"{MAX_IMAGE_PIXELS / 1e6:g} an input image may have")
                 return np.asarray(image.convert("RGB"))
     except Image.DecompressionBombError as err:
-        raise ValueError(f"{path}: refused, too many pixels ({err})") from None
+        raise ValueError(f"{path}: more than {MAX_IMAGE_PIXELS / 1e6:g} megapixels, refused ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
 

@@ -189,19 +189,6 @@ def read_model_config(cls: type, path: Path) -> Any:
     return config_from_dict(cls, data, source=str(path))
 
 
-def check_json_numbers(data: Any, source: str, prefix: str = "") -> None:
-    """Every number in a JSON structure is finite (Python's json reads NaN, Infinity and 1e999);
-    the error names the file and the key path (``defaults.guidance``)."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            check_json_numbers(value, source, f"{prefix}{key}.")
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            check_json_numbers(value, source, f"{prefix}{i}.")
-    elif isinstance(data, float) and not math.isfinite(data):
-        raise ValueError(f"{source}: {prefix.rstrip('.')} must be a finite number, got {data}")
-
-
 def save_model_dir(model: torch.nn.Module, config: Any, directory: str | Path) -> Path:
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
