@@ -54,8 +54,8 @@ gpu_warning() {
   fi
 }
 
-# install PIPELINE: replace the shipped default by PIPELINE, keeping the default's hand-written
-# files (MODEL_CARD.md); the old one stays until the new one is complete beside it
+# install_default PIPELINE: replace the shipped default by PIPELINE, keeping the default's
+# hand-written files (MODEL_CARD.md); the old one stays until the new one is complete beside it
 install_default() {
   rm -rf "$DEFAULT.new"
   cp -a "$1" "$DEFAULT.new"
@@ -64,5 +64,6 @@ install_default() {
   [ -d "$DEFAULT" ] && mv "$DEFAULT" "$DEFAULT.old"
   mv "$DEFAULT.new" "$DEFAULT"
   rm -rf "$DEFAULT.old"
-  echo "installed $1 as the shipped default ($DEFAULT)"
+  echo "installed $1 as the shipped default ($DEFAULT); its kept MODEL_CARD.md quotes the old figures:" \
+    "update them from eval_metrics.json and cascade_metrics.json"
 }
