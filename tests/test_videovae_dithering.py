@@ -1,9 +1,14 @@
-"""magicvideo.evaluation.dithering: the consistent-decoder reference blur and the region shares."""
+"""magicvideo.evaluation: the dithering probe's consistent-decoder reference blur and region
+shares, the check report every evaluation ends with, and the --out check before any work."""
+import json
+
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from magicvideo.evaluation import applications, cascade, dithering, keyframes
+from magicvideo.evaluation.common import report_checks
 from magicvideo.evaluation.dithering import gaussian_blur, region_shares
 
 
@@ -27,3 +32,23 @@ def test_region_shares():
     assert shares["far"] == pytest.approx(1 / 3) and shares["moving_pixels"] == pytest.approx(2 / 64)
     decoded[0, 1, 2, 6] = 10  # 3 px away: far
     assert region_shares(decoded, truth)["far"] == pytest.approx(2 / 4)
+
+
+def test_report_checks_prints_each_check_and_writes_the_figures(tmp_path, capsys):
+    out = tmp_path / "figures.json"
+    checks = [("psnr (dB)", 41.2, ">=", 40.0), ("drop (dB)", 0.5, "<=", 0.3)]
+    assert report_checks(checks, {"psnr": 41.2, "n": np.int64(3)}, str(out)) is False  # one missed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("ok") and lines[1].endswith("MISSED")
+    assert json.loads(out.read_text()) == {"psnr": 41.2, "n": 3.0}
+    assert report_checks(checks[:1], {}) is True
+    with pytest.raises(ValueError, match="op must be"):
+        report_checks([("x", 1.0, "<", 2.0)], {})
+
+
+@pytest.mark.parametrize("module", [keyframes, cascade, applications, dithering])
+def test_evaluations_refuse_a_bad_out_path_before_loading_anything(module, tmp_path, capsys):
+    for bad in (str(tmp_path / "figures.txt"), str(tmp_path / "missing" / "figures.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(["--pipeline", str(tmp_path / "no_pipeline"), "--out", bad])
+        assert exit_info.value.code == 2 and "must be a .json file in an existing folder" in capsys.readouterr().err
