@@ -82,3 +82,35 @@ def test_bad_frames_and_files(tmp_path):
         read_video(junk)
     with pytest.raises(ValueError, match="not found"):
         read_video(tmp_path / "nope.mp4")
+
+
+@pytest.mark.parametrize("name, fps", [("a.mp4", 1e-9), ("a.mp4", 1e9), ("a.mp4", float("nan")), ("a.mp4", float("inf")),
+                                       ("a.gif", 60.0)])
+def test_frame_rates_a_file_cannot_carry_are_refused(tmp_path, name, fps):
+    # 1e-9 used to be written at 24 fps (the rate rounds to 0), 1e9 as an mp4 players cannot decode
+    with pytest.raises(ValueError, match="fps must be between 0.1 and"):
+        write_video(moving_bar(), tmp_path / name, fps=fps)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sequence_replaces_every_frame_of_an_earlier_one_or_is_refused(tmp_path):
+    write_video(moving_bar(t=12), tmp_path / "seq.png", fps=8)
+    write_video(moving_bar(t=3), tmp_path / "seq.png", fps=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq_0000.png", "seq_0001.png", "seq_0002.png"]
+    with pytest.raises(ValueError, match="3 file\\(s\\) of it already exist"):
+        write_video(moving_bar(t=5), tmp_path / "seq.png", fps=8, overwrite=False)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_file_that_appears_during_the_write_is_kept_without_overwrite(tmp_path, monkeypatch):
+    real = video_io._write_mp4
+
+    def meanwhile(frames, path, fps):
+        real(frames, path, fps)
+        (tmp_path / "x.mp4").write_bytes(b"another run's video")
+
+    monkeypatch.setattr(video_io, "_write_mp4", meanwhile)
+    with pytest.raises(ValueError, match="x.mp4: appeared while this run was computing"):
+        write_video(moving_bar(), tmp_path / "x.mp4", fps=8, overwrite=False)
+    assert (tmp_path / "x.mp4").read_bytes() == b"another run's video"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.mp4"]  # and no temporary
