@@ -13,7 +13,8 @@ steps() { python3 -c "print(max(1, int(round($1 * float('$SCALE')))))"; }
 resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 
 # train OUT ARGS...: `magicvideo train -o OUT ARGS...`, skipped when OUT/model exists (a finished
-# step), with --resume when OUT/checkpoint exists (a step cut mid-way)
+# step), with --resume when OUT/checkpoint exists (a step cut mid-way), --overwrite when OUT holds
+# a run cut before its first checkpoint (nothing to resume: it starts again)
 train() {
   local out=$1
   shift
@@ -24,6 +25,7 @@ train() {
   fi
   local again
   again=$(resume "$out")
+  [ -z "$again" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ] && again=--overwrite
   [ -n "$again" ] && PARTIAL=1
   echo "== magicvideo train -o $out $*${again:+ $again}"
   magicvideo train -o "$out" "$@" $again
