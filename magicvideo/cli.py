@@ -209,7 +209,8 @@ def _check_sampling(args: argparse.Namespace, num_frames: int) -> None:
     if not facts:
         return
     if args.steps is not None and args.steps > facts["timesteps"]:
-        raise ValueError(f"--steps must be at most {facts['timesteps']} (the noise schedule's length), got {args.steps}")
+        raise ValueError(f"--steps must be at most {facts['timesteps']} (the noise schedule's length), "
+                         f"got {args.steps}")
     context = getattr(args, "context_frames", None)
     if context is not None and context >= facts["window"]:
         raise ValueError(f"--context-frames must be below the model's window of {facts['window']} frames, "

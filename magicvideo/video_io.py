@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import aside_path, check_new_output, prepare_output, probe_writable, publish, remove_path, remove_stale_temps, temp_path
+from .files import (aside_path, check_new_output, prepare_output, probe_writable, publish, remove_path,
+                    remove_stale_temps, temp_path)
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")
 MIN_FPS, MAX_FPS = 0.1, 240.0  # what the mp4 time base (rate to 1/1001) and players represent faithfully
