@@ -11,16 +11,28 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-TEMPORAL_CONV_OPS = ("adaptor", "conv1d", "none")
-TEMPORAL_ATTENTION_KINDS = ("directed", "bidirectional", "none")
-ATTENTION_LAYOUTS = ("parallel", "sequential")
-# Names the CLI offers as choices, kept here (no torch import) so that building the parser is cheap;
-# magicvideo.stages and magicvideo.diffusion use them from here.
-STAGES = ("vae", "videovae", "lit", "keyframe", "interpolation", "sr")
-CONDITIONS = ("image", "text")  # keyframe conditioning: image embeddings as proxy text, or captions
-SCHEDULERS = ("ddim", "dpm")
+# Every mode string is a Literal type; the tuple beside it is the same names at run time
+# (argparse choices, error messages). This module imports no torch, so that building the
+# CLI parser is cheap; magicvideo.stages, magicvideo.diffusion and the pipeline use them from here.
+TemporalConvOp = Literal["adaptor", "conv1d", "none"]  # after each shared 2D conv
+TemporalAttentionKind = Literal["directed", "bidirectional", "none"]
+AttentionLayout = Literal["parallel", "sequential"]  # spatial and temporal attention
+StageName = Literal["vae", "videovae", "lit", "keyframe", "interpolation", "sr"]  # `magicvideo train --stage`
+Condition = Literal["image", "text"]  # keyframe conditioning: image embeddings as proxy text, or captions
+Domain = Literal["shapes", "sprites"]  # procedural training data: data/synthetic.py, data/sprites.py
+Scheduler = Literal["ddim", "dpm"]  # DDIM, DPM-Solver++ (diffusers)
+ProgressStage = Literal["keyframes", "interpolation", "decoding", "super-resolution"]  # what on_progress reports
+
+TEMPORAL_CONV_OPS: tuple[TemporalConvOp, ...] = get_args(TemporalConvOp)
+TEMPORAL_ATTENTION_KINDS: tuple[TemporalAttentionKind, ...] = get_args(TemporalAttentionKind)
+ATTENTION_LAYOUTS: tuple[AttentionLayout, ...] = get_args(AttentionLayout)
+STAGES: tuple[StageName, ...] = get_args(StageName)
+CONDITIONS: tuple[Condition, ...] = get_args(Condition)
+DOMAINS: tuple[Domain, ...] = get_args(Domain)
+SCHEDULERS: tuple[Scheduler, ...] = get_args(Scheduler)
+PROGRESS_STAGES: tuple[ProgressStage, ...] = get_args(ProgressStage)
 
 
 @dataclass(frozen=True)
@@ -39,9 +51,9 @@ class VideoUNetConfig:
     norm_eps: float = 1e-5
     use_linear_projection: bool = False  # SD 1.x: 1x1 conv proj_in/out; SD 2.x: linear
     max_frames: int = 16  # frames the per-frame adaptor has parameters for
-    temporal_conv_op: str = "adaptor"  # after each shared 2D conv: adaptor | conv1d | none
-    temporal_attention: str = "directed"  # directed | bidirectional | none
-    attention_layout: str = "parallel"  # spatial and temporal attention: parallel | sequential
+    temporal_conv_op: TemporalConvOp = "adaptor"  # after each shared 2D conv: adaptor | conv1d | none
+    temporal_attention: TemporalAttentionKind = "directed"  # directed | bidirectional | none
+    attention_layout: AttentionLayout = "parallel"  # spatial and temporal attention: parallel | sequential
     use_fps_embedding: bool = True
     default_fps: float = 8.0  # used when forward() gets no fps
     use_condition_embedding: bool = False  # also add the mean condition token to the timestep embedding
@@ -339,6 +351,7 @@ PRESETS: dict[str, Preset] = {
         sr=SRUNetConfig(low_res_size=256, block_out_channels=(128, 256, 256, 512), norm_num_groups=32),
     ),
 }
+
 
 
 def get_preset(name: str) -> Preset:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import SCHEDULERS
+from .config import SCHEDULERS, Scheduler
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # "sample": the network predicts x_0 (diffusers' name)
+PredictionType = Literal["epsilon", "v_prediction", "sample"]  # "sample": the network predicts x_0 (diffusers' name)
+PREDICTION_TYPES: tuple[PredictionType, ...] = get_args(PredictionType)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class NoiseSchedule:
     beta_start: float = 0.00085  # SD's scaled-linear schedule
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
-    prediction_type: str = "v_prediction"  # v is the default for video (stable at high noise)
+    prediction_type: PredictionType = "v_prediction"  # v is the default for video (stable at high noise)
     rescale_betas_zero_snr: bool = False
     # Fraction of the noise variance shared by all frames of a video ("mixed" video noise, as
     # in PYoCo): 0 = independent frames (SD's prior). Training and sampling must agree.
@@ -56,7 +57,7 @@ class NoiseSchedule:
         shared = torch.randn((b, c, 1, h, w), generator=generator)
         return rho ** 0.5 * shared + (1.0 - rho) ** 0.5 * torch.randn(shape, generator=generator)
 
-    def scheduler(self, name: str = "ddim"):
+    def scheduler(self, name: Scheduler = "ddim"):
         """A diffusers sampling scheduler for this process."""
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
@@ -101,7 +102,7 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cum
 
 
 def training_target(
-    x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str
+    x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: PredictionType
 ) -> torch.Tensor:
     """What the network regresses: eps, v = sqrt(abar) eps - sqrt(1 - abar) x_0, or x_0."""
     if prediction_type == "epsilon":
@@ -113,7 +114,7 @@ def training_target(
 
 
 def predict_x0(
-    xt: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str
+    xt: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: PredictionType
 ) -> torch.Tensor:
     """Invert the parameterisation: the clean latents the network's output implies."""
     if prediction_type == "sample":

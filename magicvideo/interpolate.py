@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from .config import Scheduler
 from .diffusion import NoiseSchedule, guided, sample
+from .sampling import OnProgress, count_steps
 
 GAP = 3  # new frames between two keyframes
 WINDOW = GAP + 2
@@ -65,12 +67,14 @@ def interpolate_latents(
     steps: int = 10,
     guidance: float = 1.0,
     seed: int = 0,
-    scheduler: str = "dpm",
+    scheduler: Scheduler = "dpm",
     progress: bool = False,
+    on_progress: OnProgress | None = None,
 ) -> torch.Tensor:
     """keyframes (1, C, K, h, w) latents and their decoded pixels (1, 3, K, H, W) in [-1, 1]
     -> (1, C, K + GAP*(K-1), h, w); the keyframes are kept exactly. ``fps`` is the keyframe
-    rate; the model generates at ``FPS_FACTOR * fps``."""
+    rate; the model generates at ``FPS_FACTOR * fps``. ``on_progress("interpolation", step,
+    steps)`` after every denoising step (all windows are one batch)."""
     if keyframes.ndim != 5 or keyframes.shape[0] != 1 or keyframes.shape[2] < 2:
         raise ValueError(f"keyframes must be (1, C, K>=2, h, w), got {tuple(keyframes.shape)}")
     check_interpolation_model(unet, keyframes.shape[1])
@@ -85,7 +89,8 @@ def interpolate_latents(
     sched = schedule.scheduler(scheduler)
     fps_t = torch.full((k - 1,), FPS_FACTOR * fps, device=keyframes.device)
     denoise = guided(unet, tokens, torch.zeros_like(tokens), guidance, fps=fps_t, conditioning=cond)
-    windows = sample(denoise, noise * sched.init_noise_sigma, sched, steps, generator=gen, progress=progress)
+    windows = sample(denoise, noise * sched.init_noise_sigma, sched, steps, generator=gen, progress=progress,
+                     callback=count_steps(on_progress, "interpolation", steps))
     return assemble(keyframes, windows)
 
 

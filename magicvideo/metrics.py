@@ -185,7 +185,7 @@ def shapes_benchmark(pipe, num_videos: int, seed: int = 0, progress: bool = True
 
     rng = np.random.default_rng(seed)
     size = pipe.frame_size
-    frames, fps = pipe.unet.config.max_frames, float(pipe.defaults["fps"])
+    frames, fps = pipe.unet.config.max_frames, pipe.defaults.fps
     combos = [SEEN[i % len(SEEN)] for i in rng.permutation(max(num_videos, len(SEEN)))[:num_videos]]
     prompts = [make_caption(*combo, rng) for combo in combos]
     generated = [pipe(p, num_frames=frames, fps=fps, seed=seed + i, progress=False, interpolate=False,

@@ -22,43 +22,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from .diffusion import SCHEDULERS, NoiseSchedule, add_noise, guided, sample
+from .config import SCHEDULERS, Scheduler, config_from_dict
+from .diffusion import NoiseSchedule, add_noise, guided, sample
 from .interpolate import FPS_FACTOR, check_interpolation_model, interpolate_latents
 from .models import VideoUNet, VideoVAE
-from .models.encoders import clip_condition
+from .models.encoders import image_condition
 from .models.sr_unet import SR_SCHEDULE, SRUNet, upscale_video
+from .sampling import OnProgress, RequestSettings, SamplingOptions, count_steps
 
 DEFAULT_PIPELINE = Path(__file__).parent / "weights" / "default"
 PIPELINE_FILE = "pipeline.json"
 REQUIRED_STAGES = ("keyframe", "vae", "encoder")
 OPTIONAL_STAGES = ("interpolation", "sr")
 MAX_KEYFRAMES = 1024  # long videos: windows of the model's max_frames, each continuing the last
-# image_guidance: animate and vary, whose condition is an image embedding (weaker and farther from
-# the text tokens the keyframe model was finetuned on than a caption; at the text guidance, 5,
-# the extrapolation turns objects into other shapes). Both it and the strengths were chosen on
-# rendered sources apart from those of scripts/evaluate_applications.py (docs/applications.md).
-DEFAULTS: dict[str, Any] = {"fps": 8.0, "steps": 25, "guidance": 5.0, "scheduler": "dpm",
-                            "interpolation_steps": 10, "interpolation_guidance": 1.0,
-                            "sr_steps": 6, "sr_noise_level": 20, "sr_batch_frames": 8, "sr_consistency_steps": 10,
-                            "image_guidance": 2.5, "vary_strength": 0.7, "edit_strength": 0.7}
-# the smallest value each integer default may take
-MIN_INT_DEFAULTS = {"steps": 1, "interpolation_steps": 1, "sr_steps": 1, "sr_noise_level": 0, "sr_batch_frames": 1,
-                    "sr_consistency_steps": 0}
-
-
-def check_defaults(defaults: dict[str, Any]) -> None:
-    """A pipeline's ``defaults`` (pipeline.json): the integer settings are integers in range."""
-    for key, low in MIN_INT_DEFAULTS.items():
-        value = defaults.get(key, low)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"defaults: {key} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -67,24 +51,31 @@ class VideoOutput:
     fps: float
 
 
+def _start_step(steps: int, strength: float) -> int:
+    """SDEdit: the sampler step a start from latents noised to ``strength`` (0-1) begins at."""
+    return steps - int(round(strength * steps))
+
+
 class MagicVideoPipeline:
     def __init__(self, unet: VideoUNet, vae: VideoVAE, encoder, schedule: NoiseSchedule | None = None,
-                 defaults: dict[str, Any] | None = None, interpolation: VideoUNet | None = None,
+                 defaults: SamplingOptions | None = None, interpolation: VideoUNet | None = None,
                  sr: SRUNet | None = None, sr_schedule: NoiseSchedule | None = None):
+        if defaults is not None and not isinstance(defaults, SamplingOptions):
+            raise TypeError(f"defaults must be a SamplingOptions, e.g. SamplingOptions(steps=3), "
+                            f"got {type(defaults).__name__}")
         self.unet, self.vae, self.encoder = unet.eval(), vae.eval(), encoder.eval()
         self.interpolation = interpolation.eval() if interpolation is not None else None
         self.sr = sr.eval() if sr is not None else None
         self.schedule = schedule or NoiseSchedule()
         self.sr_schedule = sr_schedule or SR_SCHEDULE
-        self.defaults = {**DEFAULTS, **(defaults or {})}
-        check_defaults(self.defaults)
+        self.defaults = SamplingOptions() if defaults is None else defaults
         self._check_stages()
 
     def sr_settings(self) -> dict[str, int]:
         """``upscale_video``'s sampling arguments from the pipeline's defaults."""
         d = self.defaults
-        return {"steps": d["sr_steps"], "noise_level": d["sr_noise_level"], "batch_frames": d["sr_batch_frames"],
-                "consistency_steps": d["sr_consistency_steps"]}
+        return {"steps": d.sr_steps, "noise_level": d.sr_noise_level, "batch_frames": d.sr_batch_frames,
+                "consistency_steps": d.sr_consistency_steps}
 
     @property
     def frame_size(self) -> int:
@@ -114,6 +105,9 @@ class MagicVideoPipeline:
             if (side * self.sr.config.scale) % multiple:
                 raise ValueError(f"sr stage cannot upscale {side}px frames: {side * self.sr.config.scale}px is not "
                                  f"a multiple of {multiple}")
+            if self.defaults.sr_noise_level >= self.sr_schedule.num_train_timesteps:
+                raise ValueError(f"defaults: sr_noise_level {self.defaults.sr_noise_level} is past the sr schedule's "
+                                 f"{self.sr_schedule.num_train_timesteps} timesteps")
 
     # -- files ----------------------------------------------------------------------------
     @classmethod
@@ -130,9 +124,10 @@ class MagicVideoPipeline:
             spec = json.loads(spec_file.read_text())
             stages = spec["stages"]
             schedules = {k: NoiseSchedule(**spec[k]) for k in ("schedule", "sr_schedule") if k in spec}
-            check_defaults(spec.get("defaults") or {})
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{spec_file}: malformed ({err})") from None
+        # fields left out take SamplingOptions' defaults; unknown ones are refused by name
+        defaults = config_from_dict(SamplingOptions, spec.get("defaults") or {}, source=f"{spec_file}: defaults")
         for stage in (*REQUIRED_STAGES, *OPTIONAL_STAGES):
             if (stage in REQUIRED_STAGES or stage in stages) and not (path / str(stages.get(stage))).is_dir():
                 raise ValueError(f"{path}: pipeline stage {stage!r} is missing")
@@ -153,7 +148,7 @@ class MagicVideoPipeline:
             optional["sr"] = load("sr", lambda d: SRUNet.from_pretrained(d, device=device))
         return cls(load("keyframe", lambda d: VideoUNet.from_pretrained(d, device=device)),
                    load("vae", lambda d: VideoVAE.from_pretrained(d, device=device)),
-                   load("encoder", load_encoder), schedules.get("schedule"), spec.get("defaults"),
+                   load("encoder", load_encoder), schedules.get("schedule"), defaults,
                    sr_schedule=schedules.get("sr_schedule"), **optional)
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -168,7 +163,7 @@ class MagicVideoPipeline:
                 model.save_pretrained(path / name)
                 stages[name] = name
         spec = {"stages": stages, "schedule": dataclasses.asdict(self.schedule),
-                "sr_schedule": dataclasses.asdict(self.sr_schedule), "defaults": self.defaults}
+                "sr_schedule": dataclasses.asdict(self.sr_schedule), "defaults": dataclasses.asdict(self.defaults)}
         (path / PIPELINE_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         return path
 
@@ -181,8 +176,8 @@ class MagicVideoPipeline:
             raise ValueError("prompt is empty")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a finite number > 0, got {fps}")
         window = self.unet.config.max_frames
         if not 1 <= num_frames <= MAX_KEYFRAMES:
             raise ValueError(f"num_frames must be between 1 and {MAX_KEYFRAMES} (the model makes {window} at a time, "
@@ -191,8 +186,8 @@ class MagicVideoPipeline:
             raise ValueError(f"context_frames must be between 1 and {window - 1}, got {context_frames}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
         if interpolate and self.interpolation is None:
             raise ValueError("this pipeline has no 'interpolation' stage (skip it with interpolate=False)")
         if interpolate and num_frames < 2:
@@ -200,20 +195,23 @@ class MagicVideoPipeline:
         if upscale and self.sr is None:
             raise ValueError("this pipeline has no 'sr' stage (skip it with upscale=False)")
 
-    def _request(self, prompt: str, num_frames: int, fps, steps, guidance, scheduler, interpolate, upscale,
-                 context_frames: int | None = None, guidance_key: str = "guidance"
-                 ) -> tuple[float, int, float, str, bool, bool]:
-        """The pipeline's defaults filled in and the whole request checked, before any compute:
-        (fps, steps, guidance, scheduler, interpolate, upscale). ``guidance_key``: the default
-        guidance of this kind of request (``image_guidance`` for image conditions)."""
+    def _resolve(self, prompt: str, num_frames: int, fps: float | None, steps: int | None, guidance: float | None,
+                 scheduler: Scheduler | None, interpolate: bool | None, upscale: bool | None,
+                 context_frames: int | None = None, default_guidance: float | None = None) -> RequestSettings:
+        """A request's options with the pipeline's defaults filled in, checked before any compute.
+        ``default_guidance``: this kind of request's (None: ``defaults.guidance``, the text's)."""
         d = self.defaults
-        fps, steps = float(d["fps"] if fps is None else fps), int(d["steps"] if steps is None else steps)
-        guidance = float(d[guidance_key] if guidance is None else guidance)
-        scheduler = d["scheduler"] if scheduler is None else scheduler
-        interpolate = self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate
-        upscale = self.sr is not None if upscale is None else upscale
-        self.check_options(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
-        return fps, steps, guidance, scheduler, interpolate, upscale
+        settings = RequestSettings(
+            fps=float(d.fps if fps is None else fps),
+            steps=int(d.steps if steps is None else steps),
+            guidance=float((d.guidance if default_guidance is None else default_guidance) if guidance is None
+                           else guidance),
+            scheduler=d.scheduler if scheduler is None else scheduler,
+            interpolate=self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate,
+            upscale=self.sr is not None if upscale is None else upscale)
+        self.check_options(prompt, num_frames, settings.fps, settings.steps, settings.guidance, settings.scheduler,
+                           settings.interpolate, settings.upscale, context_frames)
+        return settings
 
     @torch.no_grad()
     def __call__(
@@ -224,75 +222,105 @@ class MagicVideoPipeline:
         steps: int | None = None,
         guidance: float | None = None,
         seed: int = 0,
-        scheduler: str | None = None,
+        scheduler: Scheduler | None = None,
         progress: bool = True,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         interpolate: bool | None = None,
         upscale: bool | None = None,
         context_frames: int | None = None,
+        on_progress: OnProgress | None = None,
     ) -> VideoOutput:
         """``num_frames`` keyframes at ``fps``; with interpolation the output has
         ``num_frames + 3 * (num_frames - 1)`` frames at 4x the fps, with super-resolution 4x
-        the side. ``interpolate`` / ``upscale``: None = run the stage when the pipeline has it.
-        More keyframes than the model's ``max_frames`` make a long video: windows of
-        ``max_frames``, each continuing from the last ``context_frames`` (default half a
-        window) of the one before."""
-        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
-            prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
-        cond = self.encoder.encode_text([prompt])
-        latents = self.generate_latents(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback,
-                                        context_frames=context_frames)
-        return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
+        the side. ``fps``, ``steps``, ``guidance``, ``scheduler``: None = the pipeline's
+        ``defaults`` (a ``SamplingOptions``). ``interpolate`` / ``upscale``: None = run the stage
+        when the pipeline has it. More keyframes than the model's ``max_frames`` make a long
+        video: windows of ``max_frames``, each continuing from the last ``context_frames``
+        (default half a window) of the one before.
 
-    def render(self, latents: torch.Tensor, fps: float, seed: int = 0, scheduler: str = "dpm",
-               interpolate: bool = False, upscale: bool = False, progress: bool = False) -> VideoOutput:
+        ``callback(i, t, latents)``: after each keyframe denoising step. ``on_progress(stage,
+        step, total)``: after step ``step`` (1-based) of the ``total`` of each stage, in order
+        "keyframes" (every denoising step, all windows counted together), "decoding" (the
+        VideoVAE: 1 of 1, or with interpolation 1 of 2 for the keyframes, whose pixels
+        condition it, then 2 of 2 for every frame), "interpolation" (every denoising step) and
+        "super-resolution" (every denoising step of every batch of frames). An exception
+        raised by it stops the generation there and propagates (a server cancels a job so)."""
+        r = self._resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
+        cond = self.encoder.encode_text([prompt])
+        latents = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+                                        callback, context_frames=context_frames, on_progress=on_progress)
+        return self.render(latents, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress, on_progress)
+
+    def render(self, latents: torch.Tensor, fps: float, seed: int = 0, scheduler: Scheduler = "dpm",
+               interpolate: bool = False, upscale: bool = False, progress: bool = False,
+               on_progress: OnProgress | None = None) -> VideoOutput:
         """Keyframe latents (1, C, F, h, w) -> frames: VideoVAE decode, then the optional
-        interpolation (4x the frames and the fps) and super-resolution stages."""
+        interpolation (4x the frames and the fps) and super-resolution stages. ``on_progress``:
+        its "decoding", "interpolation" and "super-resolution" stages, as in ``__call__``."""
         d = self.defaults
+        decodes = 2 if interpolate else 1
         video = self.vae.decode(latents)
+        if on_progress is not None:
+            on_progress("decoding", 1, decodes)
         out_fps = fps
         if interpolate:
             latents = interpolate_latents(self.interpolation, latents, video, self.encoder, fps, self.schedule,
-                                          steps=int(d["interpolation_steps"]),
-                                          guidance=float(d["interpolation_guidance"]), seed=seed,
-                                          scheduler=scheduler, progress=progress)
+                                          steps=d.interpolation_steps, guidance=d.interpolation_guidance, seed=seed,
+                                          scheduler=scheduler, progress=progress, on_progress=on_progress)
             video = self.vae.decode(latents)
+            if on_progress is not None:
+                on_progress("decoding", 2, decodes)
             out_fps = fps * FPS_FACTOR
         frames = video[0].transpose(0, 1)  # (T, 3, H, W)
         if upscale:
             frames = upscale_video(self.sr, frames, self.sr_schedule, seed=seed, progress=progress,
-                                   **self.sr_settings())
+                                   on_progress=on_progress, **self.sr_settings())
         pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return VideoOutput(frames=pixels, fps=out_fps)
 
     def generate_latents(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
-                         seed: int, scheduler: str, progress: bool = False, callback=None,
+                         seed: int, scheduler: Scheduler, progress: bool = False,
+                         callback: Callable[[int, int, torch.Tensor], None] | None = None,
                          init: torch.Tensor | None = None, strength: float = 1.0,
-                         known: torch.Tensor | None = None, context_frames: int | None = None) -> torch.Tensor:
+                         known: torch.Tensor | None = None, context_frames: int | None = None,
+                         on_progress: OnProgress | None = None) -> torch.Tensor:
         """Keyframe latents (B, C, F, h, w) for condition tokens ``cond`` (B, L, D).
 
         ``init`` (B, C, F, h, w) with ``strength`` in [0, 1]: SDEdit, start from ``init`` noised
         to that fraction of the schedule with one noise image shared by every frame (0 returns
         ``init``, 1 ignores it). ``known`` (B, C, K, h, w): clean latents the first K frames are
         held to. Above ``max_frames``: a long video in windows (see ``__call__``); with ``init``
-        each window edits its own frames of it, continuing from the edited frames before."""
+        each window edits its own frames of it, continuing from the edited frames before.
+        ``callback(i, t, latents)`` after every denoising step of every window;
+        ``on_progress("keyframes", step, total)`` likewise, counting the windows' steps together."""
         window = self.unet.config.max_frames
-        if num_frames > window:
-            context = window // 2 if context_frames is None else context_frames
+        context = window // 2 if context_frames is None else context_frames
+        windows = 1 if num_frames <= window else 1 + math.ceil((num_frames - window) / (window - context))
+        steps_per_window = steps if init is None else steps - min(_start_step(steps, strength), steps)
+        callback = count_steps(on_progress, "keyframes", windows * steps_per_window, callback)
+        if num_frames <= window:
+            return self._denoise_window(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback,
+                                        init, strength, known)
 
-            def part(start: int, stop: int) -> torch.Tensor | None:
-                return None if init is None else init[:, :, start:stop]
+        def part(start: int, stop: int) -> torch.Tensor | None:
+            return None if init is None else init[:, :, start:stop]
 
-            out = self.generate_latents(cond, window, fps, steps, guidance, seed, scheduler, progress,
-                                        init=part(0, window), strength=strength, known=known)
-            while out.shape[2] < num_frames:
-                done = out.shape[2]
-                new = min(window - context, num_frames - done)
-                nxt = self.generate_latents(cond, context + new, fps, steps, guidance, seed + done, scheduler, progress,
-                                            init=part(done - context, done + new), strength=strength,
-                                            known=out[:, :, done - context:])
-                out = torch.cat([out, nxt[:, :, context:]], dim=2)
-            return out
+        out = self._denoise_window(cond, window, fps, steps, guidance, seed, scheduler, progress, callback,
+                                   part(0, window), strength, known)
+        while out.shape[2] < num_frames:
+            done = out.shape[2]
+            new = min(window - context, num_frames - done)
+            nxt = self._denoise_window(cond, context + new, fps, steps, guidance, seed + done, scheduler, progress,
+                                       callback, part(done - context, done + new), strength,
+                                       out[:, :, done - context:])
+            out = torch.cat([out, nxt[:, :, context:]], dim=2)
+        return out
+
+    def _denoise_window(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
+                        seed: int, scheduler: Scheduler, progress: bool,
+                        callback: Callable[[int, int, torch.Tensor], None] | None, init: torch.Tensor | None,
+                        strength: float, known: torch.Tensor | None) -> torch.Tensor:
+        """One window of at most ``max_frames`` keyframe latents (see ``generate_latents``)."""
         cfg = self.unet.config
         gen = torch.Generator().manual_seed(seed)
         size = cfg.sample_size
@@ -304,7 +332,7 @@ class MagicVideoPipeline:
         if init is None:
             latents = noise * sched.init_noise_sigma
         else:
-            start_step = steps - int(round(strength * steps))
+            start_step = _start_step(steps, strength)
             if start_step >= steps:
                 return init
             shared = self.schedule.noise((*shape[:2], 1, size, size), generator=gen).to(cond.device).expand(shape)
@@ -327,10 +355,10 @@ class MagicVideoPipeline:
         return x.permute(3, 0, 1, 2)[None].to(next(self.unet.parameters()).device)
 
     def _source_pixels(self, video: np.ndarray, strength: float | None, source: str,
-                       default_strength: str) -> tuple[torch.Tensor, float]:
-        """The source video of vary / edit, checked, as ``pixels``, and the strength (None: the
-        pipeline's default ``default_strength``), checked."""
-        strength = float(self.defaults[default_strength] if strength is None else strength)
+                       default_strength: float) -> tuple[torch.Tensor, float]:
+        """The source video of vary / edit, checked, as ``pixels``, and the strength (None:
+        ``default_strength``, the pipeline's for this kind of request), checked."""
+        strength = float(default_strength if strength is None else strength)
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if np.asarray(video).ndim != 4:
@@ -339,15 +367,16 @@ class MagicVideoPipeline:
 
     @torch.no_grad()
     def animate(self, image: np.ndarray, prompt: str | None = None, num_frames: int = 16, fps: float | None = None,
-                steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
-                anchor: bool = True, progress: bool = True, interpolate: bool | None = None,
-                upscale: bool | None = None, source: str = "image") -> VideoOutput:
+                steps: int | None = None, guidance: float | None = None, seed: int = 0,
+                scheduler: Scheduler | None = None, anchor: bool = True, progress: bool = True,
+                interpolate: bool | None = None, upscale: bool | None = None, source: str = "image",
+                on_progress: OnProgress | None = None) -> VideoOutput:
         """Image-to-video: the image's embedding is the condition (what unsupervised
         pretraining taught), with the prompt's tokens appended when one is given; ``anchor``
-        holds the first frame to the image's latent. image: uint8 (H, W, 3)."""
-        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
-            "image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale,
-            guidance_key="image_guidance")
+        holds the first frame to the image's latent. image: uint8 (H, W, 3). ``guidance``
+        None: the pipeline's ``image_guidance``. ``on_progress``: as in ``__call__``."""
+        r = self._resolve("image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler,
+                          interpolate, upscale, default_guidance=self.defaults.image_guidance)
         if np.asarray(image).ndim != 3:
             raise ValueError(f"{source}: expected an image (H, W, 3), got shape {np.asarray(image).shape}")
         pixels = self.pixels(np.asarray(image)[None], source)
@@ -355,40 +384,43 @@ class MagicVideoPipeline:
         if prompt is not None:
             cond = torch.cat([cond, self.encoder.encode_text([prompt]).to(cond.dtype)], dim=1)
         known = self.vae.encode(pixels) if anchor else None
-        latents = self.generate_latents(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, known=known)
-        return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
+        latents = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+                                        known=known, on_progress=on_progress)
+        return self.render(latents, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress, on_progress)
 
     @torch.no_grad()
     def vary(self, video: np.ndarray, n: int = 4, strength: float | None = None, fps: float | None = None,
-             steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
+             steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: Scheduler | None = None,
              progress: bool = True, interpolate: bool | None = None, upscale: bool | None = None,
-             source: str = "video") -> list[VideoOutput]:
+             source: str = "video", on_progress: OnProgress | None = None) -> list[VideoOutput]:
         """Video variations: ``n`` videos of the same content. The condition is the mean
         embedding of the source's frames; each variation starts from the source's latents
-        noised to ``strength`` (None: the pipeline's ``vary_strength``) with its own seed."""
+        noised to ``strength`` (None: the pipeline's ``vary_strength``) with its own seed.
+        ``guidance`` None: the pipeline's ``image_guidance``. ``on_progress``: as in
+        ``__call__``, each variation's stages in turn."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
-            "video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
-            guidance_key="image_guidance")
-        pixels, strength = self._source_pixels(video, strength, source, "vary_strength")
-        cond, init = clip_condition(self.encoder, pixels), self.vae.encode(pixels)
-        return [self.render(self.generate_latents(cond, len(video), fps, steps, guidance, seed + i, scheduler,
-                                                  progress, init=init, strength=strength),
-                            fps, seed + i, scheduler, interpolate, upscale, progress) for i in range(n)]
+        r = self._resolve("video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
+                          default_guidance=self.defaults.image_guidance)
+        pixels, strength = self._source_pixels(video, strength, source, self.defaults.vary_strength)
+        cond, init = image_condition(self.encoder, pixels), self.vae.encode(pixels)
+        return [self.render(self.generate_latents(cond, len(video), r.fps, r.steps, r.guidance, seed + i, r.scheduler,
+                                                  progress, init=init, strength=strength, on_progress=on_progress),
+                            r.fps, seed + i, r.scheduler, r.interpolate, r.upscale, progress, on_progress)
+                for i in range(n)]
 
     @torch.no_grad()
     def edit(self, video: np.ndarray, prompt: str, strength: float | None = None, fps: float | None = None,
-             steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: str | None = None,
+             steps: int | None = None, guidance: float | None = None, seed: int = 0, scheduler: Scheduler | None = None,
              progress: bool = True, interpolate: bool | None = None, upscale: bool | None = None,
-             source: str = "video") -> VideoOutput:
+             source: str = "video", on_progress: OnProgress | None = None) -> VideoOutput:
         """Video editing (SDEdit): the source's latents, noised to ``strength`` with the same
         noise in every frame, denoised under the new prompt. Low strength keeps more of the
         source (layout, motion), high strength follows the prompt more (None: the pipeline's
-        ``edit_strength``)."""
-        fps, steps, guidance, scheduler, interpolate, upscale = self._request(
-            prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
-        pixels, strength = self._source_pixels(video, strength, source, "edit_strength")
-        latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), fps, steps, guidance, seed,
-                                        scheduler, progress, init=self.vae.encode(pixels), strength=strength)
-        return self.render(latents, fps, seed, scheduler, interpolate, upscale, progress)
+        ``edit_strength``). ``on_progress``: as in ``__call__``."""
+        r = self._resolve(prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+        pixels, strength = self._source_pixels(video, strength, source, self.defaults.edit_strength)
+        latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), r.fps, r.steps, r.guidance,
+                                        seed, r.scheduler, progress, init=self.vae.encode(pixels), strength=strength,
+                                        on_progress=on_progress)
+        return self.render(latents, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress, on_progress)

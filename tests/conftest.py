@@ -82,12 +82,13 @@ def pipeline_dir(tmp_path_factory):
     from magicvideo import VideoUNet, VideoUNetConfig, VideoVAE, VideoVAEConfig
     from magicvideo.models.encoders import MiniLMLiTEncoder
     from magicvideo.pipeline import MagicVideoPipeline
+    from magicvideo.sampling import SamplingOptions
 
     torch.manual_seed(0)
     unet = VideoUNet(VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(False, True),
                                      num_attention_heads=(2, 2), sample_size=8, max_frames=8))
     vae = VideoVAE(VideoVAEConfig(block_out_channels=(16, 32), norm_num_groups=8))
-    pipe = MagicVideoPipeline(unet, vae, MiniLMLiTEncoder(), defaults={"steps": 3})
+    pipe = MagicVideoPipeline(unet, vae, MiniLMLiTEncoder(), defaults=SamplingOptions(steps=3))
     path = tmp_path_factory.mktemp("pipe") / "p"
     pipe.save_pretrained(path)
     return path

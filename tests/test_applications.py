@@ -1,6 +1,7 @@
 """Applications on the pipeline: image-to-video, variations, editing, long videos; their CLIs."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -130,9 +131,8 @@ def test_vary_makes_n_different_deterministic_videos(pipe, clip):
 
 
 def test_application_defaults_come_from_the_pipeline(pipe, clip, monkeypatch):
-    monkeypatch.setitem(pipe.defaults, "image_guidance", 1.5)
-    monkeypatch.setitem(pipe.defaults, "vary_strength", 0.4)
-    monkeypatch.setitem(pipe.defaults, "edit_strength", 0.8)
+    monkeypatch.setattr(pipe, "defaults", dataclasses.replace(pipe.defaults, image_guidance=1.5, vary_strength=0.4,
+                                                              edit_strength=0.8))
     used = []
     real = pipe.generate_latents
     monkeypatch.setattr(pipe, "generate_latents", lambda cond, frames, fps, steps, guidance, *a, **k:
@@ -142,9 +142,31 @@ def test_application_defaults_come_from_the_pipeline(pipe, clip, monkeypatch):
     pipe.edit(clip, "a blue square moving right", **FAST)
     pipe.edit(clip, "a blue square moving right", strength=0.3, guidance=2.0, **FAST)
     pipe("a red square", num_frames=3, **FAST)
-    text = pipe.defaults["guidance"]
+    text = pipe.defaults.guidance
     assert used == [(1.5, None), (1.5, 0.4), (text, 0.8), (2.0, 0.3), (text, None)]
 
+
+
+def test_every_entry_point_reports_its_steps_to_on_progress(pipe, clip):
+    def run(call, **kwargs):
+        calls = []
+        call(**kwargs, on_progress=lambda *c: calls.append(c))
+        return calls
+
+    def keyframes(total, times=1):
+        return [*[("keyframes", i, total) for i in range(1, total + 1)], ("decoding", 1, 1)] * times
+
+    assert run(pipe.animate, image=clip[0], num_frames=4, **FAST) == keyframes(4)
+    assert run(pipe.vary, video=clip, n=2, strength=0.5, **FAST) == keyframes(2, times=2)  # half of 4 steps each
+    assert run(pipe.edit, video=clip, prompt="a blue square", strength=0.75, **FAST) == keyframes(3)
+    assert run(pipe.edit, video=clip, prompt="a blue square", strength=0.0, **FAST) == [("decoding", 1, 1)]
+    # a long video: windows of 8 frames continuing from 3 -> 8 + 5 + 5 + 1 = 19 frames, 4 windows of 4 steps
+    sampler_steps = []
+    assert run(pipe, prompt="a red circle", num_frames=19, context_frames=3,
+               callback=lambda i, t, x: sampler_steps.append(i), **FAST) == keyframes(16)
+    assert sampler_steps == [0, 1, 2, 3] * 4
+    latents = pipe.vae.encode(pipe.pixels(clip))
+    assert run(pipe.render, latents=latents, fps=8.0) == [("decoding", 1, 1)]
 
 def test_animate_anchors_the_first_frame_to_the_image(pipe, clip):
     image = clip[0]

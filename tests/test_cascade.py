@@ -18,6 +18,7 @@ from magicvideo.interpolate import (GAP, WINDOW, assemble, interpolate_latents, 
 from magicvideo.models.encoders import MiniLMLiTEncoder
 from magicvideo.models.sr_unet import SR_SCHEDULE, SRUNet, augment_low_res, project_to_low_res, upscale_video
 from magicvideo.pipeline import MagicVideoPipeline
+from magicvideo.sampling import SamplingOptions
 
 TINY_UNET = VideoUNetConfig(block_out_channels=(16, 32), attention_levels=(False, True), num_attention_heads=(2, 2),
                             sample_size=8, max_frames=8)
@@ -202,7 +203,7 @@ def test_sr_training_pairs_are_the_same_scene():
 # -- the cascade ----------------------------------------------------------------------------
 def test_cascade_pipeline_round_trip_and_shapes(tmp_path, parts):
     unet, vae, encoder, interp, sr = parts
-    pipe = MagicVideoPipeline(unet, vae, encoder, defaults={"steps": 2, "interpolation_steps": 1, "sr_steps": 1},
+    pipe = MagicVideoPipeline(unet, vae, encoder, defaults=SamplingOptions(steps=2, interpolation_steps=1, sr_steps=1),
                               interpolation=interp, sr=sr)
     pipe.save_pretrained(tmp_path / "p")
     spec = json.loads((tmp_path / "p" / "pipeline.json").read_text())
@@ -215,6 +216,42 @@ def test_cascade_pipeline_round_trip_and_shapes(tmp_path, parts):
     assert keys.frames.shape == (3, 32, 32, 3) and keys.fps == 4.0
     again = pipe("a red circle moving right", num_frames=3, fps=4.0, progress=False)
     assert np.array_equal(full.frames, again.frames)
+
+
+
+def test_progress_reports_every_step_of_every_stage_and_raising_from_it_stops_the_cascade(parts):
+    unet, vae, encoder, interp, sr = parts
+    pipe = MagicVideoPipeline(unet, vae, encoder, interpolation=interp, sr=sr,
+                              defaults=SamplingOptions(steps=3, interpolation_steps=2, sr_steps=2, sr_batch_frames=4))
+    calls, steps = [], {"keyframe": 0, "interpolation": 0, "sr": 0}
+    # one forward per denoising step (CFG doubles the batch, not the calls)
+    hooks = [model.register_forward_hook(lambda *_, name=name: steps.__setitem__(name, steps[name] + 1))
+             for name, model in (("keyframe", unet), ("interpolation", interp), ("sr", sr))]
+    try:
+        pipe("a red circle moving right", num_frames=3, progress=False, on_progress=lambda *c: calls.append(c))
+        # 3 keyframes -> 9 frames, upscaled in batches of 4, 4 and 1
+        assert calls == [*[("keyframes", i, 3) for i in (1, 2, 3)], ("decoding", 1, 2),
+                         *[("interpolation", i, 2) for i in (1, 2)], ("decoding", 2, 2),
+                         *[("super-resolution", i, 6) for i in range(1, 7)]]
+        assert steps == {"keyframe": 3, "interpolation": 2, "sr": 6}
+
+        class Cancelled(Exception):
+            pass
+
+        for stage, stop_at, ran in (("keyframes", 2, {"keyframe": 2, "interpolation": 0, "sr": 0}),
+                                    ("interpolation", 1, {"keyframe": 3, "interpolation": 1, "sr": 0}),
+                                    ("super-resolution", 3, {"keyframe": 3, "interpolation": 2, "sr": 3})):
+            def cancel(s: str, step: int, total: int, at: tuple = (stage, stop_at)) -> None:
+                if (s, step) == at:
+                    raise Cancelled
+
+            steps.update(keyframe=0, interpolation=0, sr=0)
+            with pytest.raises(Cancelled):
+                pipe("a red circle moving right", num_frames=3, progress=False, on_progress=cancel)
+            assert steps == ran  # nothing ran past the step that raised
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_cascade_problems_are_named_before_compute(tmp_path, parts):
@@ -239,7 +276,7 @@ def test_cli_skips_stages_on_request(tmp_path, parts, capsys):
     from magicvideo.video_io import read_video
 
     unet, vae, encoder, interp, sr = parts
-    MagicVideoPipeline(unet, vae, encoder, defaults={"steps": 1, "interpolation_steps": 1, "sr_steps": 1},
+    MagicVideoPipeline(unet, vae, encoder, defaults=SamplingOptions(steps=1, interpolation_steps=1, sr_steps=1),
                        interpolation=interp, sr=sr).save_pretrained(tmp_path / "p")
     out = tmp_path / "keys.gif"
     assert main(["generate", "a blue square moving up", "-o", str(out), "--pipeline", str(tmp_path / "p"),

@@ -35,7 +35,7 @@ def test_default_pipeline_runs_the_whole_cascade():
     pipe = MagicVideoPipeline.from_pretrained()
     assert pipe.interpolation is not None and pipe.sr is not None
     video = pipe("a blue square moving up", num_frames=3, steps=10, seed=1, progress=False)
-    assert video.frames.shape == (9, 256, 256, 3) and video.fps == 4 * pipe.defaults["fps"]
+    assert video.frames.shape == (9, 256, 256, 3) and video.fps == 4 * pipe.defaults.fps
     keys = pipe("a blue square moving up", num_frames=3, steps=10, seed=1, progress=False, interpolate=False,
                 upscale=False)
     # every 4th output frame is a keyframe, upscaled: its 4x4 area average is close to the keyframe

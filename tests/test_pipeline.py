@@ -1,7 +1,9 @@
 """The text-to-video pipeline and `magicvideo generate`: determinism, files, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,8 @@ import pytest
 import torch
 
 from magicvideo.cli import main
-from magicvideo.pipeline import MagicVideoPipeline
+from magicvideo.pipeline import DEFAULT_PIPELINE, MagicVideoPipeline
+from magicvideo.sampling import SamplingOptions
 from magicvideo.video_io import read_video
 
 
@@ -48,11 +51,40 @@ def test_pipeline_directory_problems_are_named(tmp_path, pipeline_dir):
     with pytest.raises(ValueError, match="stage 'keyframe' is missing"):
         MagicVideoPipeline.from_pretrained(tmp_path)
     spec = json.loads((pipeline_dir / "pipeline.json").read_text())
-    for key, value in (("sr_consistency_steps", -1), ("sr_steps", 0), ("steps", 2.5)):
+    spec_file = re.escape(str(tmp_path / "pipeline.json"))
+    for key, value, message in (("sr_consistency_steps", -1, "sr_consistency_steps must be an integer >= 0"),
+                                ("sr_steps", 0, "sr_steps must be an integer >= 1"),
+                                ("steps", 2.5, "steps must be an integer"), ("fps", 0, "fps must be a finite number > 0"),
+                                ("guidance", -1.0, "guidance must be a finite number >= 0"),
+                                ("vary_strength", 1.5, r"vary_strength must be a finite number in \[0, 1\]"),
+                                ("scheduler", "euler", "scheduler must be one of"),
+                                ("stpes", 3, r"unknown fields \['stpes'\]")):
         (tmp_path / "pipeline.json").write_text(json.dumps({**spec, "defaults": {**spec["defaults"], key: value}}))
-        with pytest.raises(ValueError, match=rf"pipeline.json: malformed \(defaults: {key} must be an integer"):
+        with pytest.raises(ValueError, match=rf"^{spec_file}: defaults: {message}"):
             MagicVideoPipeline.from_pretrained(tmp_path)
 
+
+
+def test_sampling_options_round_trip_through_pipeline_json(tmp_path, pipeline_dir):
+    pipe = MagicVideoPipeline.from_pretrained(pipeline_dir)
+    assert pipe.defaults == SamplingOptions(steps=3)
+    custom = dataclasses.replace(pipe.defaults, fps=6.0, scheduler="ddim", edit_strength=0.5)
+    MagicVideoPipeline(pipe.unet, pipe.vae, pipe.encoder, defaults=custom).save_pretrained(tmp_path / "p")
+    spec = json.loads((tmp_path / "p" / "pipeline.json").read_text())
+    assert spec["defaults"] == dataclasses.asdict(custom)  # the JSON shape of every pipeline.json so far
+    assert MagicVideoPipeline.from_pretrained(tmp_path / "p").defaults == custom
+    # a pipeline.json with fewer defaults (an older release's) loads: the rest are SamplingOptions'
+    spec["defaults"] = {"steps": 7, "fps": 8}
+    (tmp_path / "p" / "pipeline.json").write_text(json.dumps(spec))
+    assert MagicVideoPipeline.from_pretrained(tmp_path / "p").defaults == SamplingOptions(steps=7)
+    with pytest.raises(TypeError, match=r"SamplingOptions\(steps=3\), got dict"):
+        MagicVideoPipeline(pipe.unet, pipe.vae, pipe.encoder, defaults={"steps": 3})
+
+
+def test_the_shipped_pipeline_holds_the_defaults_the_cli_quotes():
+    # `magicvideo generate --help` quotes SamplingOptions(); the shipped pipeline must run with them
+    spec = json.loads((DEFAULT_PIPELINE / "pipeline.json").read_text())
+    assert spec["defaults"] == dataclasses.asdict(SamplingOptions())
 
 def test_cli_generates_a_video(tmp_path, pipeline_dir, capsys):
     out = tmp_path / "clip.mp4"
@@ -68,7 +100,7 @@ def test_cli_generates_a_video(tmp_path, pipeline_dir, capsys):
     (["a red circle", "-o", "missing/x.mp4"], "does not exist"),
     (["a red circle", "-o", "x.mp4", "--fps", "0"], "--fps"),
     (["a red circle", "-o", "x.mp4", "--scheduler", "euler"], "--scheduler"),
-    (["a red circle", "-o", "x.mp4", "--num-frames", "2000"], "num_frames"),
+    (["a red circle", "-o", "x.mp4", "--num-frames", "2000"], "1024"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_no_file(tmp_path, pipeline_dir, args, message):
     cmd = [sys.executable, "-m", "magicvideo.cli", "generate", *args, "--pipeline", str(pipeline_dir)]

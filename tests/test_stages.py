@@ -10,6 +10,7 @@ from magicvideo import VideoUNet, VideoVAE
 from magicvideo.cli import main
 from magicvideo.models.encoders import image_condition, load_encoder
 from magicvideo.pipeline import MagicVideoPipeline
+from magicvideo.sampling import SamplingOptions
 from magicvideo.stages import StageOptions
 
 
@@ -30,7 +31,7 @@ def test_vae_lit_keyframe_chain(tmp_path):
     assert start["config"]["mixed_precision"] == "bf16"
     unet = VideoUNet.from_pretrained(tmp_path / "kf" / "model")
     assert (unet.config.temporal_conv_op, unet.config.attention_layout) == ("conv1d", "sequential")  # --unet, kept
-    pipe = MagicVideoPipeline(unet, vae, load_encoder(tmp_path / "lit" / "model"), defaults={"steps": 2})
+    pipe = MagicVideoPipeline(unet, vae, load_encoder(tmp_path / "lit" / "model"), defaults=SamplingOptions(steps=2))
     assert pipe("a red circle moving right", num_frames=4, progress=False).frames.shape == (4, 64, 64, 3)
     assert (tmp_path / "kf" / "samples" / "final.gif").is_file()
 

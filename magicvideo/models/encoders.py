@@ -301,10 +301,10 @@ def load_encoder(spec: str | Path | None = None) -> ConditionEncoder:
     raise ValueError(f"{path}: not an encoder directory (no {ENCODER_FILE} or CLIP config.json)")
 
 
-def clip_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch.Tensor:
-    """Proxy text for unsupervised pretraining (and the condition of video variations): the
-    mean image embedding of a few frames of each clip, as condition tokens.
-    videos: (B, 3, F, H, W) in [-1, 1]."""
+def image_condition(encoder, videos: torch.Tensor, frames_used: int = 4) -> torch.Tensor:
+    """The paper's "proxy text" for unsupervised pretraining (and the condition of video
+    variations): the mean image embedding of a few frames of each clip, as condition tokens
+    in the text's embedding space. videos: (B, 3, F, H, W) in [-1, 1]."""
     b, _, f, _, _ = videos.shape
     idx = torch.linspace(0, f - 1, min(frames_used, f)).round().long()
     frames = videos[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * len(idx), *videos.shape[1:2], *videos.shape[3:])

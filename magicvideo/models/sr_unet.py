@@ -27,8 +27,9 @@ from diffusers import UNet2DModel
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import SRUNetConfig
+from ..config import Scheduler, SRUNetConfig
 from ..diffusion import NoiseSchedule
+from ..sampling import OnProgress, count_steps
 from .io import ModelDirectoryMixin
 
 # pixel space: DDPM's betas; the network predicts x0 ("sample" in diffusers' terms)
@@ -109,17 +110,19 @@ def upscale_video(
     steps: int = 6,
     noise_level: int = 20,
     seed: int = 0,
-    scheduler: str = "dpm",
+    scheduler: Scheduler = "dpm",
     batch_frames: int = 8,
     shared_noise: bool = True,
     consistency_steps: int = 10,
     progress: bool = False,
+    on_progress: OnProgress | None = None,
 ) -> torch.Tensor:
     """Upscale frames (T, 3, h, w) in [-1, 1] -> (T, 3, h*scale, w*scale). Frames run in
     batches of ``batch_frames`` (memory stays flat in T); with ``shared_noise`` every frame
     starts from the same noise and gets the same augmentation noise. Each sample is then made
     consistent with its (clean) input frame by ``consistency_steps`` of ``project_to_low_res``
-    (0: the model's sample as it is, clamped)."""
+    (0: the model's sample as it is, clamped). ``on_progress("super-resolution", step, total)``
+    after every denoising step of every batch, ``total = steps * number of batches``."""
     from ..diffusion import sample
 
     if frames.ndim != 4 or frames.shape[1] != 3:
@@ -134,7 +137,9 @@ def upscale_video(
     aug = torch.randn((shape[0], 3, h, w), generator=gen).to(frames.device)
     alphas_cumprod = schedule.alphas_cumprod()
     out = []
-    for start in tqdm(range(0, t, batch_frames), desc="super-resolution", disable=not progress, leave=False):
+    batches = range(0, t, batch_frames)
+    report = count_steps(on_progress, "super-resolution", steps * len(batches))
+    for start in tqdm(batches, desc="super-resolution", disable=not progress, leave=False):
         chunk = frames[start : start + batch_frames]
         n = chunk.shape[0]
         pick = slice(None) if shared_noise else slice(start, start + n)
@@ -146,7 +151,7 @@ def upscale_video(
         def denoise(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             return model(x, timestep, low, level)
 
-        detail = sample(denoise, latents, sched, steps, generator=gen, progress=False)
+        detail = sample(denoise, latents, sched, steps, generator=gen, progress=False, callback=report)
         out.append(project_to_low_res(model.base(chunk) + detail, chunk, cfg.scale, consistency_steps))
     return torch.cat(out)
 
