@@ -169,6 +169,8 @@ def pool_key(options, data) -> dict[str, Any]:
         return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or WEIGHTS_NAME
 
     source = {"data": str(Path(options.data).resolve()), "strides": list(options.strides)} if options.data else {}
+    if options.domain != "shapes":  # (a shapes pool's key stays as it was)
+        source["domain"] = options.domain
     return {"seed": options.seed, "num_frames": options.num_frames, "fps_choices": list(options.fps_choices), **source,
             "resolution": data.resolution, "vae": str(Path(options.vae).resolve()), "vae_files": fingerprint(options.vae),
             "encoder": str(options.encoder), "encoder_files": fingerprint(options.encoder)}

@@ -212,3 +212,33 @@ def test_info_prints_a_pipelines_vocabulary(tmp_path, capsys):
     (tmp_path / "vocabulary.json").unlink()
     assert main(["info", "--pipeline", str(tmp_path)]) == 2
     assert "no vocabulary.json" in capsys.readouterr().err
+
+
+# -- the training stages on the sprites domain ------------------------------------------------------
+def test_stage_options_name_a_known_domain():
+    from magicvideo.stages import StageOptions
+
+    with pytest.raises(ValueError, match="domain must be one of"):
+        StageOptions(domain="emoji")
+    with pytest.raises(ValueError, match="a video folder replaces the procedural domain"):
+        StageOptions(domain="sprites", data="/some/folder")
+
+
+@needs_font
+def test_stages_draw_from_the_sprites_domain(photos):
+    """Video stages take training clips; image stages (vae, lit, sr) the images split, which
+    shows the still-only sprites; SR pairs are sprites frames at 4x and their area average."""
+    from magicvideo.stages import StageOptions, build_stage, sr_frame_pair, training_dataset
+
+    options = StageOptions(domain="sprites", preset="tiny")
+    clips, stills = training_dataset(options, num_frames=16), training_dataset(options, num_frames=2, stills=True)
+    assert isinstance(clips, sp.SpritesDataset) and (clips.split, stills.split) == ("train", "images")
+    assert clips[3]["video"].shape == (3, 16, 64, 64)
+    low, high = sr_frame_pair(3, seed=0, low_res=16, scale=4, split="images", domain="sprites")
+    assert low.shape == (3, 16, 16) and high.shape == (3, 64, 64)
+    assert torch.allclose(low, torch.nn.functional.avg_pool2d(high[None], 4)[0])
+    stage = build_stage("vae", options)
+    frames = stage.make_batch(0, 2)
+    assert frames.shape == (2, 3, 64, 64)
+    value, _ = stage.loss(frames, torch.Generator().manual_seed(0))
+    assert torch.isfinite(value)

@@ -52,7 +52,7 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
     if finetune:
         for frozen in (model.vae.encoder, model.vae.quant_conv):
             frozen.requires_grad_(False)
-    data = training_dataset(options, num_frames=2)
+    data = training_dataset(options, num_frames=2, stills=True)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> torch.Tensor:
         # one random frame of each clip: (B, 3, H, W)
@@ -92,7 +92,7 @@ def vae_stage(options: StageOptions, kl_weight: float = 1e-6, object_weight: flo
         write_video(preview_frames(grid), stem.with_suffix(".gif"), fps=4)
 
     return Stage("vae", model, loss, make_batch, save, sample,
-                 describe={"preset": options.preset, "init_from": options.init_from})
+                 describe={"preset": options.preset, "domain": options.domain, "init_from": options.init_from})
 
 
 def videovae_stage(options: StageOptions, object_weight: float = 9.0, dithering_weight: float = 1.0) -> Stage:
@@ -138,4 +138,5 @@ def videovae_stage(options: StageOptions, object_weight: float = 9.0, dithering_
         write_video(preview_frames(torch.cat(rows, dim=-2)), stem.with_suffix(".gif"), fps=8)
 
     return Stage("videovae", model, loss, make_batch, save, sample,
-                 describe={"preset": options.preset, "vae": options.vae, "num_frames": options.num_frames})
+                 describe={"preset": options.preset, "domain": options.domain, "vae": options.vae,
+                           "num_frames": options.num_frames})

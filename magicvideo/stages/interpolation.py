@@ -18,13 +18,12 @@ import torch
 from ..config import get_preset
 from ..diffusion import denoising_loss
 from ..train import Stage
-from .data import batch_items, load_vae
+from .data import batch_items, domain_dataset, load_vae
 from .keyframe import load_unet
 from .options import StageOptions
 
 
 def interpolation_stage(options: StageOptions) -> Stage:
-    from ..data.synthetic import ShapesDataset
     from ..interpolate import FPS_FACTOR, GAP, WINDOW, interpolation_channels, keyframe_tokens, window_conditioning
     from ..models.encoders import load_encoder
 
@@ -39,9 +38,8 @@ def interpolation_stage(options: StageOptions) -> Stage:
     unet = keyframe.with_condition_channels(interpolation_channels(vae.config.latent_channels)).to(device)
     unet.enable_gradient_checkpointing(options.gradient_checkpointing)
     schedule = options.schedule
-    data = ShapesDataset(num_frames=WINDOW, resolution=get_preset(options.preset).resolution,
-                         fps_choices=tuple(FPS_FACTOR * f for f in options.fps_choices), seed=options.seed,
-                         length=10**9)
+    data = domain_dataset(options.domain, WINDOW, get_preset(options.preset).resolution,
+                          tuple(FPS_FACTOR * f for f in options.fps_choices), options.seed)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> dict[str, Any]:
         items = batch_items(data, step, batch_size, positions)
@@ -62,6 +60,6 @@ def interpolation_stage(options: StageOptions) -> Stage:
     def save(trained, directory: Path) -> None:
         trained.save_pretrained(directory)
 
-    describe = {"preset": options.preset, "init_from": options.init_from, "schedule": dataclasses.asdict(schedule),
-                "fps_choices": [FPS_FACTOR * f for f in options.fps_choices]}
+    describe = {"preset": options.preset, "domain": options.domain, "init_from": options.init_from,
+                "schedule": dataclasses.asdict(schedule), "fps_choices": [FPS_FACTOR * f for f in options.fps_choices]}
     return Stage("interpolation", unet, loss, make_batch, save, describe=describe)

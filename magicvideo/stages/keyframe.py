@@ -30,7 +30,7 @@ from ..latent_cache import clip_pool, encode_clips, pool_key, read_latent_cache
 from ..models import VideoUNet, VideoVAE
 from ..train import Stage, to_device
 from .data import batch_items, load_vae, training_dataset
-from .options import StageOptions
+from .options import SAMPLE_PROMPTS, StageOptions
 
 
 def latent_object_weights(latents: torch.Tensor, weight: float, relative: float = 0.25) -> torch.Tensor:
@@ -104,11 +104,12 @@ def keyframe_stage(options: StageOptions) -> Stage:
 
         pipe = MagicVideoPipeline(unet=trained, vae=vae, encoder=encoder, schedule=schedule)
         videos = [pipe(p, num_frames=options.num_frames, fps=8.0, steps=20, seed=0, progress=False).frames
-                  for p in options.sample_prompts]
+                  for p in options.sample_prompts or SAMPLE_PROMPTS[options.domain]]
         write_video(np.concatenate(videos, axis=2), stem.with_suffix(".gif"), fps=8)
 
-    describe = {"preset": options.preset, "condition": options.condition, "init_from": options.init_from,
-                "init_image_from": options.init_image_from, "unet_overrides": dict(options.unet_overrides),
+    describe = {"preset": options.preset, "domain": options.domain, "condition": options.condition,
+                "init_from": options.init_from, "init_image_from": options.init_image_from,
+                "unet_overrides": dict(options.unet_overrides),
                 "schedule": dataclasses.asdict(schedule), "fps_choices": list(options.fps_choices),
                 "pool_clips": pool_size, "latent_cache": options.latent_cache,
                 "object_weight": options.object_weight}

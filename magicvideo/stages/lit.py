@@ -23,7 +23,7 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
 
     device = torch.device(options.device)
     encoder = MiniLMLiTEncoder().to(device)
-    data = training_dataset(options, num_frames=2, labeled=True)
+    data = training_dataset(options, num_frames=2, labeled=True, stills=True)
 
     def make_batch(step: int, batch_size: int, positions: range | None = None):
         items = batch_items(data, step, batch_size, positions)
@@ -40,5 +40,5 @@ def lit_stage(options: StageOptions, logit_scale: float = 20.0) -> Stage:
         encoder.save_pretrained(directory)
 
     return Stage("lit", encoder.image_tower, loss, make_batch, save,
-                 describe={"preset": options.preset, "logit_scale": logit_scale,
+                 describe={"preset": options.preset, "domain": options.domain, "logit_scale": logit_scale,
                            "align_weight": options.align_weight})

@@ -2,10 +2,10 @@
 
 Model: ``SRUNet`` (fresh from the preset, or a trained one with ``--init-from``), fully
 convolutional, so it trains on crops. Batches: ``crop`` x ``crop`` low-res crops of single
-shapes frames and the matching high-res crops (``sr_frame_pair``). Loss: noise-conditioning
-augmentation (the low-res input noised to a random level ``s``, which the model is told),
-then ``diffusion.denoising_loss`` on the high-res frame, or its residual over bicubic, under
-``SR_SCHEDULE`` (x0-prediction).
+frames of the procedural domain (``--domain``; the sprites' ``images`` split) and the matching
+high-res crops (``sr_frame_pair``). Loss: noise-conditioning augmentation (the low-res input
+noised to a random level ``s``, which the model is told), then ``diffusion.denoising_loss`` on
+the high-res frame, or its residual over bicubic, under ``SR_SCHEDULE`` (x0-prediction).
 """
 from __future__ import annotations
 
@@ -19,19 +19,21 @@ import torch.nn.functional as F
 from ..config import get_preset
 from ..diffusion import denoising_loss
 from ..train import Stage
+from .data import domain_module, image_split
 from .options import StageOptions
 
 
-def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """One random shapes frame rendered at ``low_res * scale`` and its ``scale`` x ``scale``
-    area average (the degradation SR inverts; it matches a direct ``low_res`` render up to
-    the renderer's supersampling error). Returns (low (3, h, w), high (3, H, W)) in [-1, 1]."""
-    from ..data.synthetic import MAX_DURATION_S, render_at, sample_spec
-
+def sr_frame_pair(index: int, seed: int, low_res: int, scale: int, split: str = "train",
+                  domain: str = "shapes") -> tuple[torch.Tensor, torch.Tensor]:
+    """One random frame of the procedural ``domain`` rendered at ``low_res * scale`` and its
+    ``scale`` x ``scale`` area average (the degradation SR inverts; it matches a direct
+    ``low_res`` render up to the renderer's antialiasing). Returns (low (3, h, w), high
+    (3, H, W)) in [-1, 1]."""
+    module = domain_module(domain)
     rng = np.random.default_rng([seed, index, 7])
-    spec = sample_spec(rng, split)
-    t = rng.uniform(0, MAX_DURATION_S)
-    high = torch.from_numpy(render_at(spec, t, low_res * scale)[0]).permute(2, 0, 1).float() / 127.5 - 1.0
+    spec = module.sample_spec(rng, split)
+    t = rng.uniform(0, module.MAX_DURATION_S)
+    high = torch.from_numpy(module.render_at(spec, t, low_res * scale)[0]).permute(2, 0, 1).float() / 127.5 - 1.0
     return F.avg_pool2d(high[None], scale)[0], high
 
 
@@ -66,8 +68,12 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
     schedule = SR_SCHEDULE
     alphas_cumprod = schedule.alphas_cumprod()
 
+    def frame_pair(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return sr_frame_pair(index, options.seed, cfg.low_res_size, cfg.scale, image_split(options.domain),
+                             options.domain)
+
     def make_batch(step: int, batch_size: int, positions: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [object_crop(*sr_frame_pair(step * batch_size + i, options.seed, cfg.low_res_size, cfg.scale),
+        pairs = [object_crop(*frame_pair(step * batch_size + i),
                              cfg.scale, crop, background_crops, np.random.default_rng([options.seed, step, i, 11]))
                  for i in positions or range(batch_size)]
         lows, highs = zip(*pairs)
@@ -89,7 +95,7 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
 
         from ..models.sr_unet import upscale_video
 
-        low, high = zip(*(sr_frame_pair(90_000 + i, options.seed, cfg.low_res_size, cfg.scale) for i in range(2)))
+        low, high = zip(*(frame_pair(90_000 + i) for i in range(2)))
         up = upscale_video(trained, torch.stack(low).to(device), schedule, steps=6).cpu()
         bicubic = F.interpolate(torch.stack(low), scale_factor=cfg.scale, mode="bicubic", align_corners=False)
         grid = torch.cat([torch.cat([bicubic[i], up[i], high[i]], dim=-1) for i in range(2)], dim=-2)
@@ -98,5 +104,6 @@ def sr_stage(options: StageOptions, crop: int = 32, background_crops: float = 0.
         Image.fromarray(image).save(stem.with_suffix(".png"))
 
     return Stage("sr", model, loss, make_batch, save, sample,
-                 describe={"preset": options.preset, "crop": crop, "background_crops": background_crops,
-                           "init_from": options.init_from, "schedule": dataclasses.asdict(schedule)})
+                 describe={"preset": options.preset, "domain": options.domain, "crop": crop,
+                           "background_crops": background_crops, "init_from": options.init_from,
+                           "schedule": dataclasses.asdict(schedule)})
