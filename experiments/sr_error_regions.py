@@ -42,9 +42,9 @@ def main() -> None:
     scale, d = pipe.sr.config.scale, pipe.defaults
     low, high = heldout_sr_frames(pipe, args.frames)
     hr = to_u8(high)
-    steps = int(d["sr_steps"]) if args.sr_steps is None else args.sr_steps
-    level = int(d["sr_noise_level"]) if args.noise_level is None else args.noise_level
-    project = int(d["sr_consistency_steps"]) if args.consistency_steps is None else args.consistency_steps
+    steps = d.sr_steps if args.sr_steps is None else args.sr_steps
+    level = d.sr_noise_level if args.noise_level is None else args.noise_level
+    project = d.sr_consistency_steps if args.consistency_steps is None else args.consistency_steps
     outputs = {"sr": to_u8(upscale_video(pipe.sr, low, pipe.sr_schedule, steps=steps, noise_level=level,
                                          scheduler=args.scheduler, consistency_steps=project)),
                "bicubic": to_u8(F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False))}

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # editing: recolour to another palette color, same shape and motion; how far the object
     # moved from where the source had it (what a higher strength gives up)
-    strength = float(pipe.defaults["edit_strength"] if args.strength is None else args.strength)
+    strength = float(pipe.defaults.edit_strength if args.strength is None else args.strength)
     edit_color, edit_dir, edit_shift = [], [], []
     for i, (src, c) in enumerate(zip(sources, combos)):
         new = recolour_target(i, c[0])
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "vary_match": mean(vary_match), "vary_mean_pixel_gap": mean(vary_gap),
         "vary_min_pixel_gap": float(np.min(vary_gap)), "edit_strength": strength,
         "edit_color": mean(edit_color), "edit_direction_kept": mean(edit_dir),
-        "edit_object_shift_px": float(np.nanmean(edit_shift)), "image_guidance": float(pipe.defaults["image_guidance"]),
+        "edit_object_shift_px": float(np.nanmean(edit_shift)), "image_guidance": float(pipe.defaults.image_guidance),
         "long_segment_direction": mean(segment_ok), "long_seam_jitter": mean(seam),
         "long_other_jitter": mean(elsewhere), "wall_s": round(elapsed, 1),
     }

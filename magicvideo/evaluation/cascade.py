@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             key_latents = pipe.vae.encode(keys)
             full = interpolate_latents(pipe.interpolation, key_latents, pipe.vae.decode(key_latents), pipe.encoder,
-                                       fps, pipe.schedule, steps=int(d["interpolation_steps"]),
-                                       guidance=float(d["interpolation_guidance"]), seed=i)
+                                       fps, pipe.schedule, steps=d.interpolation_steps,
+                                       guidance=d.interpolation_guidance, seed=i)
             frames = video_u8(pipe.vae.decode(full)[0])
         found = analyze_video(frames).centroids
         true = object_center(spec, times, res)
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures["sr"] = {"psnr": psnr(sr_u8, hr), "psnr_bicubic": psnr(bic_u8, hr), "psnr_unprojected": psnr(raw_u8, hr),
                      "ssim": ssim(sr_u8, hr), "ssim_bicubic": ssim(bic_u8, hr), "ssim_unprojected": ssim(raw_u8, hr),
-                     "consistency_steps": int(d["sr_consistency_steps"]), "frames": args.frames}
+                     "consistency_steps": d.sr_consistency_steps, "frames": args.frames}
 
     # -- flicker: shared vs independent SR noise on a held-out clip -------------------------
     clip = ShapesDataset(num_frames=16, resolution=res * scale, split="heldout", seed=78)[0]["video"]

@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, combo in enumerate(combos):
             cond = pipe.encoder.encode_text([make_caption(*combo, rng)])
             with torch.no_grad():
-                z = pipe.generate_latents(cond, 16, float(d["fps"]), int(d["steps"]), float(d["guidance"]), i,
-                                          str(d["scheduler"]))
+                z = pipe.generate_latents(cond, 16, d.fps, d.steps, d.guidance, i, d.scheduler)
                 for name, temporal in (("framewise", False), ("videovae", True)):
                     flicker[name].append(analyze_video(video_u8(pipe.vae.decode(z, temporal=temporal)[0])).flicker)
         figures["generated_flicker"] = {k: float(np.mean(v)) for k, v in flicker.items()}
