@@ -207,10 +207,26 @@ def load_model_dir(model_cls: type, config_cls: type, directory: str | Path, dev
     with torch.device("meta"):  # keys and shapes first, without allocating what the config asks for
         shell = model_cls(config)
     check_state_dict_fits(shell, state, str(directory / WEIGHTS_NAME))
+    # the file's tensors become the shell's parameters (no random init, no second copy: the
+    # weights are the same bytes either way); a model holding tensors the file does not have
+    # (non-persistent buffers, tensors kept as attributes) is built for real instead
+    own = shell.state_dict()
+    shell.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False, assign=True)
+    if not _has_meta_tensors(shell):
+        return shell.eval()
     with torch.device(device):
         model = model_cls(config)
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _has_meta_tensors(model: torch.nn.Module) -> bool:
+    """Any parameter, buffer or tensor attribute of ``model`` still on the meta device."""
+    for module in model.modules():
+        tensors = [*module._parameters.values(), *module._buffers.values(), *vars(module).values()]
+        if any(isinstance(t, torch.Tensor) and t.is_meta for t in tensors):
+            return True
+    return False
 
 
 class ModelDirectoryMixin:
