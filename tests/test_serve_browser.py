@@ -93,6 +93,16 @@ def fill_job(page, prompt: str, steps: int, frames: int = 4) -> None:
     page.fill("#steps", str(steps))
 
 
+def run_long_job(server: str) -> str:
+    """A job that holds the worker until cancelled; returns its id once it runs."""
+    job = httpx.post(f"{server}/api/jobs", json={"prompt": "a long job", "num_frames": 2, "steps": 100000}).json()
+    with httpx.stream("GET", f"{server}/api/jobs/{job['id']}/events", timeout=60) as events:
+        for line in events.iter_lines():
+            if '"status": "running"' in line:
+                return job["id"]
+    raise AssertionError("the long job never ran")
+
+
 def test_the_page_generates_a_playable_video_with_live_progress(page, server):
     from playwright.sync_api import expect
 
@@ -101,7 +111,11 @@ def test_the_page_generates_a_playable_video_with_live_progress(page, server):
     expect(page.locator("#interpolate")).to_be_disabled()  # the tiny pipeline has no interpolation stage
     record_status(page)
     fill_job(page, "a red circle moving right", steps=8)
+    blocker = run_long_job(server)  # so the page's job waits in the queue until its events are followed
     page.click("#generate")
+    expect(page.locator("#status")).to_have_text("Queued: position 1 in the queue")
+    page.wait_for_function("() => events !== null && events.readyState === EventSource.OPEN")
+    assert httpx.delete(f"{server}/api/jobs/{blocker}").status_code == 202
     expect(page.locator("#status")).to_contain_text("Done", timeout=60_000)
     log = page.evaluate("window.statusLog")
     assert {f"Running: keyframes, step {i} of 8" for i in range(1, 9)} <= set(log), log

@@ -183,7 +183,7 @@ def create_app(runner: JobRunner, token: str | None = None, max_upload_bytes: in
         except RequestError as err:
             raise HTTPException(422, str(err)) from None
         except QueueFull as err:
-            raise HTTPException(429, str(err), headers={"Retry-After": "5"}) from None
+            raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from None
         return JSONResponse(_public(snap), status_code=202, headers={"Location": f"/api/jobs/{snap['id']}"})
 
     @app.get("/api/jobs", dependencies=[Depends(api_auth)], summary="Every job, newest first")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -43,7 +44,12 @@ STOPPED = "the server stopped before the job finished"
 
 
 class QueueFull(Exception):
-    """The queue holds ``max_queue`` jobs already: answered 429."""
+    """The queue holds ``max_queue`` jobs already: answered 429, with the seconds after which
+    a place is likely free (the running job's expected rest: the mean of recent jobs)."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Cancelled(Exception):
@@ -102,6 +108,7 @@ class JobRunner:
         self._running: Job | None = None
         self._subscribers: dict[str, list[Callable[[dict], None]]] = collections.defaultdict(list)
         self._closing = False
+        self._mean_job_s = 1.0  # running mean of recent jobs' durations: the 429's Retry-After
         self._thread: threading.Thread | None = None
         self._recover()
 
@@ -159,9 +166,10 @@ class JobRunner:
         """Queue a checked request; QueueFull when ``max_queue`` jobs wait already."""
         with self._lock:
             if self._closing:
-                raise QueueFull("the server is stopping")
+                raise QueueFull("the server is stopping", retry_after=60)
             if len(self._queue) >= self.max_queue:
-                raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); try again later")
+                wait = max(1, min(60, math.ceil(self._mean_job_s)))
+                raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); try again in {wait} s", wait)
             job = Job(id=secrets.token_hex(8), kind=spec.kind, settings=spec.settings, created=time.time(), spec=spec)
             self._write(job)
             self._jobs[job.id] = job
@@ -296,3 +304,4 @@ class JobRunner:
             with self._lock:
                 self._running = None
                 self._finish(job, status, error)
+                self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * (job.finished - job.started)

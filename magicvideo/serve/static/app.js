@@ -184,7 +184,11 @@ function statusText(snap) {
   }
 }
 
+let shown = null;  // the state on screen: an answer that arrives late never takes an ended job back
+
 function render(snap) {
+  if (shown && shown.id === snap.id && FINISHED.includes(shown.status) && !FINISHED.includes(snap.status)) return;
+  shown = snap;
   $("status").textContent = statusText(snap);
   const stages = stagesOf(snap.settings);
   const at = snap.status === "done" ? stages.length : stages.indexOf(snap.stage);
@@ -213,7 +217,14 @@ function showResult(snap) {
 async function cancel() {
   if (!current) return;
   $("cancel").disabled = true;
-  try { render(await api(`/api/jobs/${current}`, { method: "DELETE" })); } catch (err) { showError(err.message); }
+  try {
+    const snap = await api(`/api/jobs/${current}`, { method: "DELETE" });
+    // a running job stops at its next step: its event stream brings "cancelled"
+    if (snap.status === "running" && !(shown && FINISHED.includes(shown.status))) $("status").textContent = "Cancelling";
+    else render(snap);
+  } catch (err) {
+    showError(err.message);
+  }
 }
 
 // -- the gallery: every finished job, kept on disk by the server ---------------------------
