@@ -44,8 +44,9 @@ def serve(args: argparse.Namespace) -> int:
                          "a secret every API call must carry")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
-    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
-    if missing:  # multipart: python-multipart, for the uploads
+    modules = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
+    missing = [package for package, names in modules.items() if not any(importlib.util.find_spec(n) for n in names)]
+    if missing:
         raise ValueError(f"serve needs the serve extra: pip install 'magicvideo[serve]' ({missing[0]} is missing)")
     outputs = Path(args.outputs)
     try:
