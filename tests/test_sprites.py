@@ -153,7 +153,7 @@ def test_analyzer_reads_rendered_clips(photos):
     over the whole vocabulary), object motion and camera pan."""
     rng = np.random.default_rng(4)
     analyses, wanted, backgrounds = [], [], []
-    for i in range(90):
+    for i in range(72):
         spec = sp.sample_spec(rng, "all")
         clip = sp.render_clip(spec, 16, (4.0, 8.0, 16.0)[i % 3], 64)
         analyses.append(analyzer.analyze_video(clip))
@@ -161,9 +161,27 @@ def test_analyzer_reads_rendered_clips(photos):
         backgrounds.append(analyses[-1].background == spec.background)
     scores = analyzer.score(analyses, wanted)
     assert scores["sprite_acc"] >= 0.95 and scores["motion_acc"] >= 0.95 and scores["pan_acc"] >= 0.95, scores
-    assert scores["motion_n"] >= 30 and scores["pan_n"] >= 20
+    assert scores["motion_n"] >= 25 and scores["pan_n"] >= 20
     assert np.mean(backgrounds) >= 0.95
     assert scores["mean_jitter"] < 0.5 and scores["mean_flicker"] < 0.05
+
+
+@needs_font
+def test_analyzer_reads_soft_noisy_clips(photos):
+    """A generated clip is softer than a rendered one: blurred (sigma 1 pixel) and noisy
+    (sigma 0.02) ground truth is still read (the photo is matched at the video's blur)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(6)
+    analyses, wanted = [], []
+    for i in range(30):
+        spec = sp.sample_spec(rng, "all")
+        clip = sp.render_clip(spec, 16, (4.0, 8.0, 16.0)[i % 3], 64).astype(np.float32) / 255
+        soft = ndimage.gaussian_filter(clip, (0, 1.0, 1.0, 0)) + rng.normal(0, 0.02, clip.shape)
+        analyses.append(analyzer.analyze_video(np.clip(soft, 0, 1)))
+        wanted.append(sp.parse_prompt(spec.caption))
+    scores = analyzer.score(analyses, wanted)
+    assert scores["sprite_acc"] >= 0.9 and scores["motion_acc"] >= 0.9 and scores["pan_acc"] >= 0.9, scores
 
 
 @needs_font

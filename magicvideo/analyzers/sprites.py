@@ -3,14 +3,15 @@
 Per video it
 
 1. finds the background: a flat colour (the border of the median frame is uniform), one of
-   the domain's photographs (normalised cross-correlation against each photo at the frame
-   scale, then a sub-pixel window offset per frame), or else the temporal median of the
-   frames aligned by phase correlation;
+   the domain's photographs (correlation of contrast-normalised images against each photo at
+   the frame scale, then a sub-pixel window offset per frame, blurred as much as the video
+   is), or else the temporal median of the frames aligned by phase correlation;
 2. finds the object in every frame: pixels that differ from the background, largest
    connected blob; its centroid, size (square root of its area) and box;
 3. names the sprite by analysis by synthesis: every vocabulary sprite is drawn over the
    background, fitted to the object's box, and compared with the frame (mean absolute
-   error over the box, in the frames where the object is largest); the five best are kept;
+   error over the box, in the frames where the object is largest); the best few are fitted
+   closer (half-pixel moves, size, the blur of a soft generated frame) before the ranking;
 4. reads the object's motion from its track: left/right/up/down from a line fitted to the
    centroid path, zoom in/out from the trend of its size; "none" below MIN_TRAVEL_PX, and
    "erratic" when the line explains less than MIN_FIT of the track (frames out of order);
@@ -36,6 +37,7 @@ MASK_THRESHOLD = 0.1  # max-channel |frame - background| that counts as object, 
 FLAT_BORDER = 0.06  # 90th percentile of |border - its median| below which the background is flat
 FLAT_NAME_DISTANCE = 0.15  # max-channel distance to a named flat colour (or black) to take its name
 PHOTO_MATCH = 0.33  # correlation (contrast-normalised) above which a frame shows one of the photos
+PHOTO_BLURS = (0.0, 0.5, 1.0, 1.5, 2.0)  # Gaussian sigmas (pixels) tried to match a soft video's photo
 MIN_TRAVEL_PX = 1.0  # less centroid travel (or window travel) over the clip than this is "none"
 MIN_ZOOM = 0.08  # relative change of the object's size over the clip that counts as zoom
 MIN_FIT = 0.5  # R^2 of the fitted line below which a track is "erratic"
@@ -168,6 +170,20 @@ def _photo_frames(name: str, window: np.ndarray, resolution: int) -> np.ndarray:
     return out
 
 
+def _soften_like(video: np.ndarray, photo: np.ndarray) -> np.ndarray:
+    """The rendered photo blurred as much as the video is (a generated or re-encoded frame is
+    softer than the photo): the Gaussian sigma of PHOTO_BLURS that best explains the frames,
+    by the median absolute difference (the object does not move the median)."""
+    probes = sorted({0, len(video) - 1})
+
+    def misfit(sigma: float) -> float:
+        soft = ndimage.gaussian_filter(photo[probes], (0, sigma, sigma, 0), mode="nearest") if sigma else photo[probes]
+        return float(np.median(np.abs(video[probes] - soft)))
+
+    sigma = min(PHOTO_BLURS, key=misfit)
+    return ndimage.gaussian_filter(photo, (0, sigma, sigma, 0), mode="nearest") if sigma else photo
+
+
 def _nearest_flat_name(color: np.ndarray) -> str:
     named = {"black": (0, 0, 0), **domain.FLAT_COLORS}
     dist = {k: float(np.abs(color - np.asarray(v) / 255.0).max()) for k, v in named.items()}
@@ -201,7 +217,7 @@ def estimate_background(video: np.ndarray) -> Background:
             best_name, best_ncc = name, ncc
     if best_ncc >= PHOTO_MATCH:
         window = np.array([_match(best_name, g)[:2] for g in gray])
-        return Background("photo", best_name, _photo_frames(best_name, window, n), window)
+        return Background("photo", best_name, _soften_like(video, _photo_frames(best_name, window, n)), window)
     if np.percentile(deviation, 90) < FLAT_BORDER:
         return _flat(color, video.shape)
     # unknown texture: align frames by their global shift, median, shift back
@@ -238,32 +254,40 @@ def _alpha_box(name: str) -> tuple[float, float, float, float]:
 
 
 def _fit_error(frame: np.ndarray, background: np.ndarray, name: str, box: tuple[int, int, int, int],
-               nudge: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> float:
+               nudge: tuple[float, float, float] = (0.0, 0.0, 1.0), blur: float = 0.0) -> float:
     """Mean |frame - sprite drawn over the background| over the object's box (grown by 2
-    pixels), the sprite fitted to the box (its own alpha box on the object's), then moved by
-    ``nudge`` (dx, dy pixels, size factor)."""
+    pixels), the sprite fitted to the box (its own alpha box on the object's), moved by
+    ``nudge`` (dx, dy pixels, size factor) and blurred by a Gaussian of ``blur`` pixels (a
+    generated frame is softer than a rendered one)."""
     x0, y0, x1, y1 = box  # pixel extent, end exclusive
     fx0, fy0, fx1, fy1 = _alpha_box(name)
     side = 0.5 * ((x1 - x0) / (fx1 - fx0) + (y1 - y0) / (fy1 - fy0)) * nudge[2]
     cx = 0.5 * (x0 + x1) - side * (0.5 * (fx0 + fx1) - 0.5) + nudge[0]
     cy = 0.5 * (y0 + y1) - side * (0.5 * (fy0 + fy1) - 0.5) + nudge[1]
-    n = frame.shape[0]
-    ya, yb, xa, xb = max(y0 - 2, 0), min(y1 + 2, n), max(x0 - 2, 0), min(x1 + 2, n)
+    n, pad = frame.shape[0], 2 + int(np.ceil(2 * blur))  # drawn wider than compared: the blur reads past the box
+    ya, yb, xa, xb = max(y0 - pad, 0), min(y1 + pad, n), max(x0 - pad, 0), min(x1 + pad, n)
     drawn = background[ya:yb, xa:xb].copy()
     domain.composite(drawn, name, cx - xa, cy - ya, side)
-    return float(np.abs(drawn - frame[ya:yb, xa:xb]).mean())
+    if blur > 0:
+        drawn = ndimage.gaussian_filter(drawn, (blur, blur, 0), mode="nearest")
+    inner = (slice(max(y0 - 2, 0) - ya, min(y1 + 2, n) - ya), slice(max(x0 - 2, 0) - xa, min(x1 + 2, n) - xa))
+    return float(np.abs(drawn[inner] - frame[ya:yb, xa:xb][inner]).mean())
 
 
+# the search around a box fit: half-pixel moves, sizes (a soft frame's object box is too big)
 _NUDGES = ((0.0, 0.0, 1.0), (-0.5, 0.0, 1.0), (0.5, 0.0, 1.0), (0.0, -0.5, 1.0), (0.0, 0.5, 1.0),
-           (0.0, 0.0, 0.94), (0.0, 0.0, 1.06))
+           (0.0, 0.0, 0.94), (0.0, 0.0, 1.06), (0.0, 0.0, 0.88))
+_BLURS = (0.0, 0.6, 1.2, 1.8)  # Gaussian sigmas tried on the best candidates, pixels
+_REFINED = 10  # candidates refined (nudges and blurs) after the first ranking
 
 
 def identify(video: np.ndarray, background: Background, masks: np.ndarray,
              candidates: Sequence[str] | None = None) -> list[tuple[str, float]]:
-    """Vocabulary sprites ranked by how well each, drawn over the background and fitted to
-    the object's box, reproduces the frame where the object is largest; the best ten are
-    then judged on IDENTITY_FRAMES frames and the best five nudged (half a pixel, 6% of
-    size) to their best fit. Returns (name, mean error) best first."""
+    """Vocabulary sprites ranked by how well each, drawn over the background, fitted to the
+    object's box and blurred, reproduces the frame where the object is largest (sharp and
+    softened, the better of the two); the best ``_REFINED`` then get their best nudge and
+    blur on that frame, and are judged with it on up to IDENTITY_FRAMES frames. Returns
+    (name, mean error) best first."""
     names = list(candidates or domain.SPRITES)
     n = video.shape[1]
     areas = masks.sum(axis=(1, 2)).astype(float)
@@ -280,17 +304,20 @@ def identify(video: np.ndarray, background: Background, masks: np.ndarray,
     if not views:
         return []
 
-    def error(name: str, view: tuple[int, tuple[int, int, int, int]], nudge=(0.0, 0.0, 1.0)) -> float:
+    def error(name: str, view: tuple[int, tuple[int, int, int, int]], nudge=(0.0, 0.0, 1.0), blur=0.0) -> float:
         i, box = view
-        return _fit_error(video[i], background.frames[i], name, box, nudge)
+        return _fit_error(video[i], background.frames[i], name, box, nudge, blur)
 
-    errors = {name: error(name, views[0]) for name in names}
+    errors = {name: min(error(name, views[0]), error(name, views[0], (0.0, 0.0, 0.94), 1.0)) for name in names}
     ranked = sorted(errors, key=errors.get)
-    for name in ranked[:10]:
-        first = min(error(name, views[0], nudge) for nudge in _NUDGES) if name in ranked[:5] else errors[name]
-        errors[name] = float(np.mean([first, *(error(name, v) for v in views[1:])]))
-    top = sorted(ranked[:10], key=errors.get)
-    return [(k, errors[k]) for k in top] + [(k, errors[k]) for k in ranked[10:]]
+    for name in ranked[:_REFINED]:  # the blur first (at two sizes), then the nudges at that blur
+        _, size, blur = min((error(name, views[0], (0.0, 0.0, size), blur), size, blur)
+                            for blur in _BLURS for size in (1.0, 0.94))
+        first, nudge = min((error(name, views[0], (dx, dy, size * s), blur), (dx, dy, size * s))
+                           for dx, dy, s in _NUDGES)
+        errors[name] = float(np.mean([first, *(error(name, v, (0.0, 0.0, nudge[2]), blur) for v in views[1:])]))
+    top = sorted(ranked[:_REFINED], key=errors.get)
+    return [(k, errors[k]) for k in top] + [(k, errors[k]) for k in ranked[_REFINED:]]
 
 
 # -- motion -----------------------------------------------------------------------------------
