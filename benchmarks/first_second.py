@@ -1,7 +1,7 @@
 """The first second of a preview: where a user waits before and besides the sampling.
 
     python benchmarks/first_second.py [--tree after=. --tree before=/tmp/before] [--repeats 3]
-                                      [--threads 2] [--out docs/first_second.json]
+                                      [--threads 2] [--steps N] [--out docs/first_second.json]
 
 For every code tree (``label=path``; each runs with ``PYTHONPATH=path``, so an older commit checked
 out with ``git worktree add /tmp/before <commit>`` runs in the same virtual environment), every
@@ -12,7 +12,8 @@ so machine noise hits them alike); the best repeat is reported:
 * ``import_s``, ``load_s``, ``sample_s``, ``write_s``: in one process, ``import
   magicvideo.pipeline``, ``MagicVideoPipeline.from_pretrained()`` (the shipped default), the
   preview call (16 keyframes, no interpolation, no super-resolution, seed 0) and writing the mp4;
-  ``overhead_s`` = import + load, what the issue's 1.5 s target counts.
+  ``overhead_s`` = import + load, what the issue's 1.5 s target counts. ``--steps`` shortens the
+  sampling (the pipeline's default, 25, otherwise) when only the overhead is wanted on a busy machine.
 * ``preview_s``: wall time of ``python -m magicvideo generate PROMPT --no-interpolate --no-upscale -o
   FILE`` (interpreter start, imports, loading, sampling, decoding, writing).
 
@@ -41,7 +42,8 @@ import magicvideo.pipeline
 t1 = time.perf_counter()
 pipe = magicvideo.pipeline.MagicVideoPipeline.from_pretrained()
 t2 = time.perf_counter()
-video = pipe(sys.argv[1], num_frames=16, seed=0, progress=False, interpolate=False, upscale=False)
+steps = int(sys.argv[3]) if sys.argv[3] else None
+video = pipe(sys.argv[1], num_frames=16, seed=0, steps=steps, progress=False, interpolate=False, upscale=False)
 t3 = time.perf_counter()
 from magicvideo.video_io import write_video
 write_video(video.frames, sys.argv[2], fps=video.fps, overwrite=True)
@@ -62,13 +64,14 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return wall, done.stdout
 
 
-def measure(path: Path, threads: int, scratch: Path) -> dict:
+def measure(path: Path, threads: int, scratch: Path, steps: int | None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(path), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     help_s, _ = run([sys.executable, "-m", "magicvideo", "--help"], env)
-    _, out = run([sys.executable, "-c", PHASES, PROMPT, str(scratch / "phases.mp4")], env)
+    _, out = run([sys.executable, "-c", PHASES, PROMPT, str(scratch / "phases.mp4"), str(steps or "")], env)
     phases = json.loads(out)
     preview_s, _ = run([sys.executable, "-m", "magicvideo", "generate", PROMPT, "--no-interpolate", "--no-upscale",
-                        "--quiet", "--overwrite", "-o", str(scratch / "preview.mp4")], env)
+                        "--quiet", "--overwrite", "-o", str(scratch / "preview.mp4"),
+                        *(["--steps", str(steps)] if steps else [])], env)
     phases.update(help_s=help_s, preview_s=preview_s, overhead_s=phases["import_s"] + phases["load_s"])
     return phases
 
@@ -79,6 +82,7 @@ def main() -> None:
                         help="a code tree to measure (repeatable; default: this checkout as 'after')")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     parser.add_argument("--max-overhead", type=float, default=1.5, help="seconds of import + load (last tree)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every run and the best figures")
     args = parser.parse_args()
@@ -92,14 +96,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for r in range(args.repeats):
             for label, path in trees.items():
-                runs[label].append(measure(Path(path).resolve(), args.threads, Path(scratch)))
+                runs[label].append(measure(Path(path).resolve(), args.threads, Path(scratch), args.steps))
                 print(f"repeat {r + 1}/{args.repeats} {label}: " +
                       ", ".join(f"{k} {runs[label][-1][k]:.2f}" for k in keys), flush=True)
     best = {label: {k: min(run[k] for run in rs) for k in keys} for label, rs in runs.items()}
     hashes = {label: sorted({run["frames_sha256"] for run in rs}) for label, rs in runs.items()}
 
     load = os.getloadavg()[0]
-    print(f"\n{platform.machine()} CPU, {args.threads} threads, load average {load:.1f}; best of {args.repeats} "
+    print(f"\n{platform.machine()} CPU, {args.threads} threads, load average {load:.1f}, "
+          f"{args.steps or 'default'} sampling steps; best of {args.repeats} "
           f"interleaved repeats, fresh process per figure")
     print(f"{'tree':<10}" + "".join(f"{k:>11}" for k in keys))
     for label, b in best.items():
@@ -114,7 +119,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "machine": platform.machine(),
-            "threads": args.threads, "load_average": load, "repeats": args.repeats, "trees": trees,
+            "threads": args.threads, "steps": args.steps, "load_average": load, "repeats": args.repeats, "trees": trees,
             "best": best, "frames_sha256": hashes, "identical": identical, "runs": runs}, indent=1) + "\n")
         print(f"wrote {args.out}")
     last = labels[-1]
