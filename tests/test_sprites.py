@@ -146,6 +146,22 @@ def test_lower_fps_moves_further_per_frame(motion, background, photos):
     assert all((a.pan if motion.startswith("pan") else a.motion) == motion for a in read)
 
 
+@needs_font
+def test_sprites_are_drawn_at_sub_pixel_positions_and_any_size(photos):
+    """Antialiased resampling keeps a sprite's coverage as it moves by fractions of a pixel,
+    from a few pixels wide (16x16 clips) to larger than the font's bitmap."""
+    for side in (2.0, 6.0, 23.0, 180.0):
+        covers = [sp.render_sprite("cat", 100.0 + dx, 100.0 + dy, side, 200)[1].sum() for dx, dy in
+                  ((0, 0), (0.25, 0), (0.5, 0.5), (0.75, 0.3))]
+        assert np.ptp(covers) < (0.05 if side < 4 else 0.02) * np.mean(covers), (side, covers)  # 8-bit alpha
+    assert sp.render_sprite("cat", 100.0, 100.0, 46.0, 200)[1].sum() == pytest.approx(covers[0] * (46 / 180) ** 2,
+                                                                                       rel=0.03)
+    rng = np.random.default_rng(7)
+    for motion in sp.MOTIONS:
+        clip = sp.render_clip(sp.spec_for("cat", motion, "coffee", rng), 16, 4.0, 16)
+        assert clip.shape == (16, 16, 16, 3)
+
+
 # -- the analyzer ---------------------------------------------------------------------------------
 @needs_font
 def test_analyzer_reads_rendered_clips(photos):

@@ -130,7 +130,7 @@ VOCABULARY: tuple[Sprite, ...] = (
     _entry("🚋", _V, "tram"), _entry("🛻", _V),
     # sports (22)
     _entry("⚽", _S), _entry("🏀", _S, "basketball"), _entry("🏈", _S), _entry("🥎", _S),
-    _entry("🎾", _S, "tennis racket", paraphrases=("racquet",)), _entry("🏐", _S),
+    _entry("🎾", _S, "tennis racket"), _entry("🏐", _S),
     _entry("🏓", _S, "ping pong paddle"), _entry("🏸", _S, "badminton racket"), _entry("🥊", _S),
     _entry("🥅", _S), _entry("⛳", _S, "golf flag", unicode_ok=False), _entry("🏒", _S, "hockey stick"),
     _entry("🏏", _S, "cricket bat"), _entry("🥏", _S, "frisbee"), _entry("🎳", _S, "bowling pins", unicode_ok=False),
@@ -428,6 +428,11 @@ def render_sprite(name: str, cx: float, cy: float, side: float, height: int, wid
     level = int(np.clip(np.floor(np.log2(max(full_side / side, 1.0))), 0, _LEVELS))
     image, source_side, margin = sprite_image(name, level)
     scale = source_side / side  # source pixels per frame pixel
+    if scale + 1 > margin:  # a sprite a few pixels wide: the box reaches past the margin, widen it
+        from PIL import ImageOps
+
+        pad = int(np.ceil(scale + 1 - margin))
+        image, margin = ImageOps.expand(image, border=pad, fill=0), margin + pad
     box = ((x0 - left) * scale + margin, (y0 - top) * scale + margin,
            (x1 - left) * scale + margin, (y1 - top) * scale + margin)
     patch = np.asarray(image.resize((x1 - x0, y1 - y0), Image.BICUBIC, box=box), dtype=np.float32) / 255.0
