@@ -369,6 +369,8 @@ def classify_pan(window: np.ndarray) -> tuple[str, float]:
 
 
 def analyze_video(frames: np.ndarray, identify_sprite: bool = True) -> SpriteAnalysis:
+    """What a video shows (the module docstring's steps); ``identify_sprite=False`` skips
+    naming the sprite (motion and pan only, about three times faster)."""
     video = _as_float_frames(frames)
     t, n = video.shape[:2]
     background = estimate_background(video)
@@ -401,13 +403,9 @@ def analyze_video(frames: np.ndarray, identify_sprite: bool = True) -> SpriteAna
                           window=background.window)
 
 
-def expected_from(caption: str) -> domain.SpritePrompt:
-    """What a caption asks for (the domain's parser: paraphrases count, no background = black)."""
-    return domain.parse_prompt(caption)
-
-
 def agrees(analysis: SpriteAnalysis, expected: domain.SpritePrompt) -> dict[str, bool | None]:
-    """Per attribute, whether the analysis shows what was asked (None: not asked). A pan
+    """Per attribute, whether the analysis shows what was asked (``expected``: the domain's
+    ``parse_prompt`` of the prompt; None: not asked). A pan
     prompt asks for the pan (the object holds still in the frame); any other motion for the
     object's motion."""
     out: dict[str, bool | None] = {"sprite": None, "top5": None, "motion": None, "pan": None}

@@ -372,7 +372,7 @@ def sample_spec(rng: np.random.Generator, split: str = "train") -> SpriteClipSpe
 
 
 # -- rendering --------------------------------------------------------------------------------
-_SPRITE_MARGIN = 32  # transparent source pixels around each glyph (>= 4 at every pyramid level)
+_SPRITE_MARGIN = 32  # transparent source pixels around each glyph (2 at the smallest pyramid level)
 _LEVELS = 4  # pyramid levels: each frame resamples from the one within 2x of the target size
 
 
@@ -457,7 +457,7 @@ def _photo(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError:
-        raise ValueError("the sprites domain's photo backgrounds need scikit-image (pip install scikit-image)") from None
+        raise ValueError("the sprites domain's photo backgrounds need scikit-image: pip install scikit-image") from None
     image = np.asarray(getattr(skimage.data, name)())
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
@@ -493,7 +493,8 @@ def _background(spec: SpriteClipSpec, t: np.ndarray, resolution: int) -> np.ndar
             key = (float(x), float(y))
             if key not in done:  # a still background is resampled once
                 box = (x, y, x + window, y + window)  # a 2x reduction: triangle filter, antialiased
-                done[key] = np.asarray(photo.resize((resolution, resolution), Image.BILINEAR, box=box), np.float32) / 255
+                view = photo.resize((resolution, resolution), Image.BILINEAR, box=box)
+                done[key] = np.asarray(view, np.float32) / 255
             out[i] = done[key]
     return out
 
