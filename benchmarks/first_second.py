@@ -18,7 +18,9 @@ so machine noise hits them alike); the best repeat is reported:
   FILE`` (interpreter start, imports, loading, sampling, decoding, writing).
 
 The preview's frames are hashed (SHA-256 of the uint8 array) in every run; trees whose hashes
-differ are reported, so a speed-up that changes the output shows here. Exits non-zero when the
+differ are reported, so a speed-up that changes the output shows here. Every figure is also taken
+in CPU seconds (user + system, of the process or the child): on a shared machine the wall time
+of the single-threaded imports swings with the load while their CPU time hardly does. Exits non-zero when the
 last tree's best ``overhead_s`` is above ``--max-overhead``.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,42 +40,54 @@ PROMPT = "a red circle moving right"
 
 PHASES = r"""
 import hashlib, json, sys, time
-t0 = time.perf_counter()
+clock = lambda: (time.perf_counter(), time.process_time())
+t0 = clock()
 import magicvideo.pipeline
-t1 = time.perf_counter()
+t1 = clock()
 pipe = magicvideo.pipeline.MagicVideoPipeline.from_pretrained()
-t2 = time.perf_counter()
+t2 = clock()
 steps = int(sys.argv[3]) if sys.argv[3] else None
 video = pipe(sys.argv[1], num_frames=16, seed=0, steps=steps, progress=False, interpolate=False, upscale=False)
-t3 = time.perf_counter()
+t3 = clock()
 from magicvideo.video_io import write_video
 write_video(video.frames, sys.argv[2], fps=video.fps, overwrite=True)
-t4 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "sample_s": t3 - t2, "write_s": t4 - t3,
+t4 = clock()
+figures = {}
+for name, (a, b) in {"import": (t0, t1), "load": (t1, t2), "sample": (t2, t3), "write": (t3, t4)}.items():
+    figures[name + "_s"], figures[name + "_cpu_s"] = b[0] - a[0], b[1] - a[1]
+print(json.dumps({**figures,
                   "frames_sha256": hashlib.sha256(video.frames.tobytes()).hexdigest(),
                   "modules": sorted(m for m in sys.modules if m.split(".")[0] in
                                     ("diffusers", "transformers", "av", "scipy"))}))
 """
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + system) of a command, and its stdout."""
+    start, cpu = time.perf_counter(), children_cpu()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd[:4])} ...: exit {done.returncode}\n{done.stderr[-2000:]}")
-    return wall, done.stdout
+    return wall, children_cpu() - cpu, done.stdout
 
 
 def measure(path: Path, threads: int, scratch: Path, steps: int | None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(path), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    help_s, _ = run([sys.executable, "-m", "magicvideo", "--help"], env)
-    _, out = run([sys.executable, "-c", PHASES, PROMPT, str(scratch / "phases.mp4"), str(steps or "")], env)
+    help_s, help_cpu_s, _ = run([sys.executable, "-m", "magicvideo", "--help"], env)
+    _, _, out = run([sys.executable, "-c", PHASES, PROMPT, str(scratch / "phases.mp4"), str(steps or "")], env)
     phases = json.loads(out)
-    preview_s, _ = run([sys.executable, "-m", "magicvideo", "generate", PROMPT, "--no-interpolate", "--no-upscale",
+    preview_s, preview_cpu_s, _ = run([sys.executable, "-m", "magicvideo", "generate", PROMPT, "--no-interpolate", "--no-upscale",
                         "--quiet", "--overwrite", "-o", str(scratch / "preview.mp4"),
                         *(["--steps", str(steps)] if steps else [])], env)
-    phases.update(help_s=help_s, preview_s=preview_s, overhead_s=phases["import_s"] + phases["load_s"])
+    phases.update(help_s=help_s, help_cpu_s=help_cpu_s, preview_s=preview_s, preview_cpu_s=preview_cpu_s,
+                  overhead_s=phases["import_s"] + phases["load_s"],
+                  overhead_cpu_s=phases["import_cpu_s"] + phases["load_cpu_s"])
     return phases
 
 
@@ -92,6 +107,7 @@ def main() -> None:
         if not (Path(path) / "magicvideo" / "__init__.py").is_file():
             raise SystemExit(f"--tree {label}={path}: no magicvideo package there")
     keys = ("help_s", "import_s", "load_s", "overhead_s", "sample_s", "write_s", "preview_s")
+    cpu_keys = tuple(k.replace("_s", "_cpu_s") for k in keys)
     runs: dict[str, list[dict]] = {label: [] for label in trees}
     with tempfile.TemporaryDirectory() as scratch:
         for r in range(args.repeats):
@@ -99,20 +115,22 @@ def main() -> None:
                 runs[label].append(measure(Path(path).resolve(), args.threads, Path(scratch), args.steps))
                 print(f"repeat {r + 1}/{args.repeats} {label}: " +
                       ", ".join(f"{k} {runs[label][-1][k]:.2f}" for k in keys), flush=True)
-    best = {label: {k: min(run[k] for run in rs) for k in keys} for label, rs in runs.items()}
+    best = {label: {k: min(run[k] for run in rs) for k in keys + cpu_keys} for label, rs in runs.items()}
     hashes = {label: sorted({run["frames_sha256"] for run in rs}) for label, rs in runs.items()}
 
     load = os.getloadavg()[0]
     print(f"\n{platform.machine()} CPU, {args.threads} threads, load average {load:.1f}, "
           f"{args.steps or 'default'} sampling steps; best of {args.repeats} "
           f"interleaved repeats, fresh process per figure")
-    print(f"{'tree':<10}" + "".join(f"{k:>11}" for k in keys))
+    print(f"{'tree':<16}" + "".join(f"{k[:-2]:>10}" for k in keys))
     for label, b in best.items():
-        print(f"{label:<10}" + "".join(f"{b[k]:11.2f}" for k in keys))
+        print(f"{label + ' wall s':<16}" + "".join(f"{b[k]:10.2f}" for k in keys))
+        print(f"{label + ' CPU s':<16}" + "".join(f"{b[k]:10.2f}" for k in cpu_keys))
     labels = list(trees)
     for other in labels[1:]:
-        print(f"{labels[0]} vs {other}: overhead {best[other]['overhead_s'] / best[labels[0]]['overhead_s']:.2f}x, "
-              f"preview {best[other]['preview_s'] / best[labels[0]]['preview_s']:.2f}x (ratio of seconds)")
+        for kind, suffix in (("wall", "_s"), ("CPU", "_cpu_s")):
+            ratio = {k: best[other][k + suffix] / best[labels[0]][k + suffix] for k in ("import", "overhead", "preview")}
+            print(f"{other} / {labels[0]}, {kind} seconds: " + ", ".join(f"{k} {r:.2f}x" for k, r in ratio.items()))
     identical = len({h for hs in hashes.values() for h in hs}) == 1
     print("preview frames: " + ("byte-identical across trees and runs" if identical else f"DIFFER: {hashes}"))
     if args.out:
