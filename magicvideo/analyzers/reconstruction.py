@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_float_frames(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 or float frames -> float64 in [0, 1]; errors name the shape."""
+def as_float_frames(frames: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """(T, H, W, 3) uint8 or float frames -> ``dtype`` in [0, 1]; errors name the shape."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
     if frames.shape[0] == 0:
         raise ValueError("frames is empty")
     if frames.dtype == np.uint8:
-        return frames.astype(np.float64) / 255.0
-    return np.clip(frames.astype(np.float64), 0.0, 1.0)
+        return frames.astype(dtype) / 255.0
+    return np.clip(frames.astype(dtype), 0.0, 1.0)
 
 
 def dithering(decoded: np.ndarray, reference: np.ndarray) -> float:

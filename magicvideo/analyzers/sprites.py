@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..data import sprites as domain
+from .reconstruction import as_float_frames
 
 MASK_THRESHOLD = 0.1  # max-channel |frame - background| that counts as object, in [0, 1]
 FLAT_BORDER = 0.06  # 90th percentile of |border - its median| below which the background is flat
@@ -72,16 +73,10 @@ class Background:
 
 
 def _as_float_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    if frames.shape[0] == 0:
-        raise ValueError("frames is empty")
+    frames = as_float_frames(frames, np.float32)
     if frames.shape[1] != frames.shape[2]:
         raise ValueError(f"frames must be square, got {frames.shape[1]}x{frames.shape[2]}")
-    if frames.dtype == np.uint8:
-        return frames.astype(np.float32) / 255.0
-    return np.clip(frames.astype(np.float32), 0.0, 1.0)
+    return frames
 
 
 def _gray(x: np.ndarray) -> np.ndarray:
