@@ -351,7 +351,8 @@ class MagicVideoPipeline:
         (centre crop, resize), on the pipeline's device."""
         from .video_io import fit_frames
 
-        x = torch.from_numpy(fit_frames(frames, self.frame_size, source)).float() / 127.5 - 1.0
+        frames = fit_frames(frames, self.frame_size, source)
+        x = torch.tensor(frames, dtype=torch.float32) / 127.5 - 1.0  # a copy: read-only arrays (an image file's) too
         return x.permute(3, 0, 1, 2)[None].to(next(self.unet.parameters()).device)
 
     def _source_pixels(self, video: np.ndarray, strength: float | None, source: str,

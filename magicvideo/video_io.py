@@ -122,6 +122,13 @@ def encode_av(frames: np.ndarray, path: str, fps: float, container_format: str =
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+    if codec == "libx264":
+        # x264's macroblock-tree rate control reads uninitialised memory in its AVX-512 code (x264
+        # core 165 in PyAV 18's wheels): at some widths (64 px among them) the same frames gave
+        # different files from run to run, as the heap's leftovers differed. Without it a file
+        # depends on the frames alone; at crf 18 it is larger (a 61-frame 256 px clip: 84 kB, not
+        # 29 kB) and slightly closer to the frames (+0.3 dB). tests/test_determinism.py
+        options = {"x264-params": "mbtree=0", **(options or {})}
     with av.open(path, mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"

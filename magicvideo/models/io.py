@@ -211,13 +211,23 @@ def load_model_dir(model_cls: type, config_cls: type, directory: str | Path, dev
     # weights are the same bytes either way); a model holding tensors the file does not have
     # (non-persistent buffers, tensors kept as attributes) is built for real instead
     own = shell.state_dict()
-    shell.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False, assign=True)
+    for k in state:  # one tensor at a time: a copy made replaces its original at once
+        state[k] = _aligned(state[k].to(own[k].dtype))
+    shell.load_state_dict(state, strict=False, assign=True)
     if not _has_meta_tensors(shell):
         return shell.eval()
     with torch.device(device):
         model = model_cls(config)
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` at a 64-byte boundary, where torch allocates its own (copied if the file's
+    reader left it off one). CPU kernels (MKL, oneDNN) round differently on misaligned
+    weights: a loaded SR stage made frames 1 level off the same weights built in memory, and
+    frames would depend on where the allocator happened to put the file's bytes."""
+    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
 
 
 def _has_meta_tensors(model: torch.nn.Module) -> bool:
