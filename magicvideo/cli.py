@@ -168,6 +168,7 @@ def _pipeline_facts(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from .files import check_json_numbers
+    from .sampling import SamplingOptions
     from .video_io import MAX_FPS, MIN_FPS
 
     path = Path(args.pipeline) if args.pipeline else Path(__file__).parent / "weights" / "default"
@@ -193,7 +194,7 @@ def _pipeline_facts(args: argparse.Namespace) -> dict:
     window = keyframe.get("max_frames", 16)
     if not isinstance(window, int) or isinstance(window, bool):
         return {}  # the model loader names it
-    return {"timesteps": timesteps, "fps": float(defaults.get("fps", 8.0)), "window": window,
+    return {"timesteps": timesteps, "fps": float(defaults.get("fps", SamplingOptions().fps)), "window": window,
             "interpolation": interpolation}
 
 
@@ -506,6 +507,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import CONDITIONS, DOMAINS, PRESETS, SCHEDULERS, STAGES
+    from .sampling import SamplingOptions
+
+    defaults = SamplingOptions()  # those of a pipeline.json without "defaults", and the shipped one's
 
     parser = _Parser(prog="magicvideo", description="MagicVideo text-to-video latent diffusion",
                      epilog=OVERWRITE_POLICY)
@@ -524,14 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def sampling_flags(p: argparse.ArgumentParser, fps_default: str) -> None:
         p.add_argument("-o", "--output", required=True, help="output file: .mp4, .gif, or .png (frame sequence)")
-        p.add_argument("--seed", type=_seed(SAMPLING_SEED_BITS), default=0, help="0 to 2**63 - 1 (default 0)")
+        p.add_argument("--seed", type=_seed(SAMPLING_SEED_BITS), default=0,
+                       help="0 to 2**63 - 1 (default %(default)s)")
         p.add_argument("--fps", type=_fps, default=None,
                        help=f"frame rate the motion is generated at (default: {fps_default})")
-        p.add_argument("--steps", type=_positive_int, default=None, help="denoising steps (default 25)")
+        p.add_argument("--steps", type=_positive_int, default=None,
+                       help=f"denoising steps (default: the pipeline's, {defaults.steps})")
         p.add_argument("--guidance", type=_guidance, default=None,
-                       help="classifier-free guidance scale (default: the pipeline's, 5 for a prompt, "
-                            "2.5 for an image condition: animate, vary)")
-        p.add_argument("--scheduler", choices=SCHEDULERS, default=None)
+                       help=f"classifier-free guidance scale (default: the pipeline's, {defaults.guidance:g} for a "
+                            f"prompt, {defaults.image_guidance:g} for an image condition: animate, vary)")
+        p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+                       help=f"sampler: DDIM or DPM-Solver++ (default: the pipeline's, {defaults.scheduler})")
         p.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped tiny model)")
         p.add_argument("--no-interpolate", action="store_true",
                        help="skip frame interpolation (output: the keyframes at --fps)")
@@ -543,27 +550,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate a video from a prompt")
     gen.add_argument("prompt")
     gen.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16,
-                     help="keyframes (default 16); interpolation makes 4n-3 output frames. Above the model's 16, "
+                     help="keyframes (default %(default)s); interpolation makes 4n-3 output frames. Above the "
+                          "model's 16, "
                           "a long video is made in windows")
     gen.add_argument("--context-frames", type=_int_in(1, MAX_KEYFRAMES), default=None,
                      help="long videos: frames each window continues from (default: half a window)")
-    sampling_flags(gen, "the pipeline's, 8")
+    sampling_flags(gen, f"the pipeline's, {defaults.fps:g}")
     gen.set_defaults(func=cmd_generate)
 
     ani = sub.add_parser("animate", help="image-to-video: animate an image (optionally guided by a prompt)")
     ani.add_argument("image", help="image file (png, jpg, ...); centre-cropped and resized to the model's size")
     ani.add_argument("--prompt", default=None, help="text condition added to the image's")
-    ani.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16, help="keyframes (default 16)")
+    ani.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16,
+                     help="keyframes (default %(default)s)")
     ani.add_argument("--no-anchor", action="store_true", help="do not hold the first frame to the image")
-    sampling_flags(ani, "the pipeline's, 8")
+    sampling_flags(ani, f"the pipeline's, {defaults.fps:g}")
     ani.set_defaults(func=cmd_animate)
 
     var = sub.add_parser("vary", help="video variations: N videos with the content of VIDEO")
     var.add_argument("video", help="source video (every frame a keyframe; longer than the model's 16 in windows)")
-    var.add_argument("-n", type=_positive_int, default=4, help="variations to make (default 4); -o out.mp4 "
+    var.add_argument("-n", type=_positive_int, default=4, help="variations to make (default %(default)s); -o out.mp4 "
                      "writes out_0.mp4 ... when n > 1")
     var.add_argument("--strength", type=_strength, default=None,
-                     help="how far each variation departs from the source, 0-1 (default: the pipeline's, 0.7)")
+                     help=f"how far each variation departs from the source, 0-1 (default: the pipeline's, "
+                          f"{defaults.vary_strength:g})")
     sampling_flags(var, "the source's")
     var.set_defaults(func=cmd_vary)
 
@@ -571,8 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("video", help="source video (every frame a keyframe; longer than the model's 16 in windows)")
     ed.add_argument("prompt", help="the new prompt")
     ed.add_argument("--strength", type=_strength, default=None,
-                    help="noise level to restart from, 0 (keep the source) - 1 (ignore it); default: the "
-                         "pipeline's, 0.7")
+                    help=f"noise level to restart from, 0 (keep the source) - 1 (ignore it); default: the "
+                         f"pipeline's, {defaults.edit_strength:g}")
     sampling_flags(ed, "the source's")
     ed.set_defaults(func=cmd_edit)
 
