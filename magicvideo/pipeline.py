@@ -5,18 +5,24 @@ A pipeline directory holds one subdirectory per stage and ``pipeline.json`` nami
 plus the noise schedules the diffusion stages were trained with::
 
     pipeline.json   {"stages": {"keyframe": "keyframe", "vae": "vae", "encoder": "encoder",
-                                "interpolation": "interpolation", "sr": "sr"}, ...}
+                                "interpolation": "interpolation", "sr": "sr"},
+                     "schedule": {...}, "sr_schedule": {...}, "defaults": {...}}
     keyframe/       VideoUNet       (config.json + model.safetensors)
     vae/            VideoVAE
     encoder/        MiniLM + LiT image tower (or a CLIP directory)
     interpolation/  VideoUNet with 2C+1 condition channels   (optional)
     sr/             SRUNet                                    (optional)
 
-Optional stages run by default when present; ``interpolate=False`` / ``upscale=False``
-(CLI: ``--no-interpolate`` / ``--no-upscale``) skip them.
+``"defaults"`` are the pipeline's ``SamplingOptions`` (magicvideo/sampling.py): what a request
+runs with where it leaves an option out. Optional stages run by default when present;
+``interpolate=False`` / ``upscale=False`` (CLI: ``--no-interpolate`` / ``--no-upscale``) skip
+them. Every generating entry point takes ``on_progress(stage, step, total)`` (see ``__call__``).
 
 ``MagicVideoPipeline.from_pretrained()`` with no path loads the embedded default that ships
-inside the package (tiny models trained by ``scripts/train_default.sh``).
+inside the package (tiny models made by ``scripts/recipe_shapes.sh``).
+
+One class of ~430 lines: files, request checks, the cascade and the three applications
+(animate, vary, edit) share the stages and the checks, and read best together.
 """
 from __future__ import annotations
 
@@ -195,11 +201,13 @@ class MagicVideoPipeline:
         if upscale and self.sr is None:
             raise ValueError("this pipeline has no 'sr' stage (skip it with upscale=False)")
 
-    def _resolve(self, prompt: str, num_frames: int, fps: float | None, steps: int | None, guidance: float | None,
+    def resolve(self, prompt: str, num_frames: int, fps: float | None, steps: int | None, guidance: float | None,
                  scheduler: Scheduler | None, interpolate: bool | None, upscale: bool | None,
                  context_frames: int | None = None, default_guidance: float | None = None) -> RequestSettings:
-        """A request's options with the pipeline's defaults filled in, checked before any compute.
-        ``default_guidance``: this kind of request's (None: ``defaults.guidance``, the text's)."""
+        """A request's options with the pipeline's defaults filled in, checked before any compute
+        (what ``__call__``, ``animate``, ``vary`` and ``edit`` run with; a server checks a job so).
+        ``default_guidance``: this kind of request's (None: ``defaults.guidance``, the text's;
+        animate and vary use ``defaults.image_guidance``)."""
         d = self.defaults
         settings = RequestSettings(
             fps=float(d.fps if fps is None else fps),
@@ -245,7 +253,7 @@ class MagicVideoPipeline:
         condition it, then 2 of 2 for every frame), "interpolation" (every denoising step) and
         "super-resolution" (every denoising step of every batch of frames). An exception
         raised by it stops the generation there and propagates (a server cancels a job so)."""
-        r = self._resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
+        r = self.resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
         cond = self.encoder.encode_text([prompt])
         latents = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
                                         callback, context_frames=context_frames, on_progress=on_progress)
@@ -376,7 +384,7 @@ class MagicVideoPipeline:
         pretraining taught), with the prompt's tokens appended when one is given; ``anchor``
         holds the first frame to the image's latent. image: uint8 (H, W, 3). ``guidance``
         None: the pipeline's ``image_guidance``. ``on_progress``: as in ``__call__``."""
-        r = self._resolve("image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler,
+        r = self.resolve("image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler,
                           interpolate, upscale, default_guidance=self.defaults.image_guidance)
         if np.asarray(image).ndim != 3:
             raise ValueError(f"{source}: expected an image (H, W, 3), got shape {np.asarray(image).shape}")
@@ -401,7 +409,7 @@ class MagicVideoPipeline:
         ``__call__``, each variation's stages in turn."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        r = self._resolve("video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
+        r = self.resolve("video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
                           default_guidance=self.defaults.image_guidance)
         pixels, strength = self._source_pixels(video, strength, source, self.defaults.vary_strength)
         cond, init = image_condition(self.encoder, pixels), self.vae.encode(pixels)
@@ -419,7 +427,7 @@ class MagicVideoPipeline:
         noise in every frame, denoised under the new prompt. Low strength keeps more of the
         source (layout, motion), high strength follows the prompt more (None: the pipeline's
         ``edit_strength``). ``on_progress``: as in ``__call__``."""
-        r = self._resolve(prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+        r = self.resolve(prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
         pixels, strength = self._source_pixels(video, strength, source, self.defaults.edit_strength)
         latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), r.fps, r.steps, r.guidance,
                                         seed, r.scheduler, progress, init=self.vae.encode(pixels), strength=strength,

@@ -4,7 +4,7 @@ A request is a flat set of fields (a JSON object, or the fields of a multipart f
 animate / vary / edit, one uploaded source file. Every numeric field is parsed by the same
 function as its CLI flag (``fps`` by ``--fps``'s ``cli._positive_float``, ...), then the whole
 request is resolved against the pipeline's defaults and checked by the pipeline itself
-(``MagicVideoPipeline._resolve``), so a request the CLI refuses is refused here with the same
+(``MagicVideoPipeline.resolve``), so a request the CLI refuses is refused here with the same
 words, before it is queued. Nothing a request carries is a path: the output is named by the
 server's job id, and the upload is decoded from a private temporary file.
 """
@@ -208,7 +208,7 @@ def resolve(pipe, raw: Mapping[str, Any], upload: Upload | None = None) -> JobSp
     def check(request_prompt: str, num_frames: int, fps, image_condition: bool = False) -> dict:
         """The pipeline's own resolution and checks: (fps, steps, guidance, scheduler, interpolate, upscale)."""
         try:
-            return dataclasses.asdict(pipe._resolve(
+            return dataclasses.asdict(pipe.resolve(
                 request_prompt, num_frames, fps, v["steps"], v["guidance"], v["scheduler"], v["interpolate"],
                 v["upscale"], v["context_frames"],
                 default_guidance=pipe.defaults.image_guidance if image_condition else None))
