@@ -16,7 +16,8 @@ given wall-clock figures; records and figures already in TARGET's (or the base's
 are kept unless RUN has them again (with ``keep_previous``, the earlier record of a stage that
 RUN trained on goes to STAGE_round1, STAGE_round2, ...). The measured figures beside a pipeline
 stay while they still describe it: eval_metrics.json (the keyframe evaluation) while the keyframe
-weights are the same, cascade_metrics.json while both cascade stages are there. TARGET is
+weights are the same, cascade_metrics.json while both cascade stages are there; MODEL_CARD.md and
+vocabulary.json always stay (from TARGET, else the base). TARGET is
 replaced atomically, and may be the base itself.
 """
 from __future__ import annotations
@@ -32,6 +33,10 @@ STAGE_DIRS = ("vae", "lit", "keyframe_unsup", "keyframe", "keyframe_cond", "keyf
               "interpolation", "sr")
 KEYFRAME_DIRS = ("keyframe_object", "keyframe_cond", "keyframe")  # the first present is shipped
 VAE_DIRS = ("videovae", "vae_decoder", "vae")
+# kept from TARGET (or else the base) on every ship: the model card (its tables name the JSON files
+# they are checked against, so a card left stale by new weights fails tests/test_docs_figures.py)
+# and a procedural domain's vocabulary.json
+CARRIED_DOCS = ("MODEL_CARD.md", "vocabulary.json")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -112,4 +117,8 @@ def ship_pipeline(run: str | Path, target: str | Path, base: str | Path | None =
         if old_cascade.is_file() and all((target / stage).is_dir() and (staging / stage).is_dir()
                                          for stage in ("interpolation", "sr")):
             shutil.copy2(old_cascade, staging / old_cascade.name)
+        for doc in CARRIED_DOCS:  # what describes the pipeline rather than its weights stays with it
+            source = next((d / doc for d in (target, base) if d is not None and (d / doc).is_file()), None)
+            if source is not None:
+                shutil.copy2(source, staging / doc)
     return target

@@ -39,6 +39,8 @@ def test_rounds_keep_the_earlier_record_and_ship_the_last_weights(pipeline_dir, 
     target = tmp_path / "shipped"
     shutil.copytree(pipeline_dir, target)
     (target / "eval_metrics.json").write_text("{}")  # figures of the keyframe model about to be replaced
+    (target / "MODEL_CARD.md").write_text("# card\n")  # documents of the pipeline, not of its weights
+    (target / "vocabulary.json").write_text("{}\n")
 
     _keyframe_run(tmp_path / "r1", target, seed=1, lr=1e-4)
     _ship(tmp_path / "r1", target, "--base", target, "--keep-previous",
@@ -55,6 +57,10 @@ def test_rounds_keep_the_earlier_record_and_ship_the_last_weights(pipeline_dir, 
     shipped = load_file(str(target / "keyframe" / "model.safetensors"))
     assert all(torch.equal(shipped[k], v) for k, v in second.items())
     assert not (target / "eval_metrics.json").exists()  # stale once the keyframe model changed
+    assert (target / "MODEL_CARD.md").read_text() == "# card\n" and (target / "vocabulary.json").is_file()
+    fresh = tmp_path / "fresh"  # a new target takes them from the base
+    _ship(tmp_path / "r2", fresh, "--base", target)
+    assert (fresh / "MODEL_CARD.md").read_text() == "# card\n" and (fresh / "vocabulary.json").is_file()
     assert dataclasses.asdict(VideoUNet.from_pretrained(target / "keyframe").config) == \
         dataclasses.asdict(VideoUNet.from_pretrained(pipeline_dir / "keyframe").config)
 
