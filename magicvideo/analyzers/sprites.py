@@ -480,7 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blur", type=float, default=0.0, help="Gaussian sigma in pixels applied to every frame")
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian noise sigma, in [0, 1] units")
+    parser.add_argument("--out", default=None, help="also write the figures and the settings to this .json file")
     args = parser.parse_args(argv)
+    if args.out is not None and not args.out.endswith(".json"):
+        parser.error(f"--out {args.out}: must be a .json file")
     start = time.perf_counter()
     report = check_on_rendered_clips(args.clips, args.seed, args.blur, args.noise)
     seconds = time.perf_counter() - start
@@ -488,6 +491,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "still_disagree"):
         print(f"{key:<20} {report[key]:6.1%}  of {report[key + '_n']}")
     print(f"{seconds / args.clips:.2f} s per clip: 4 analyses of 16 frames at 64x64, 2 of them naming the sprite")
+    if args.out is not None:
+        import json
+
+        from ..models.io import atomic_file
+
+        settings = {"clips": args.clips, "seed": args.seed, "blur": args.blur, "noise": args.noise}
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(json.dumps({"settings": settings, **report}, indent=1) + "\n")
     return 0
 
 
