@@ -21,6 +21,10 @@ Per video it
    flicker (mean frame-to-frame change of the object's mean colour, in [0, 1]).
 
 Frames are (T, H, W, 3), uint8 or float in [0, 1]; square frames, as the domain renders.
+
+Why ~500 lines in one file: the six steps share one background model and one rendering of the
+vocabulary; the last ~100 lines are its self-check on rendered and corrupted clips
+(``python -m magicvideo.analyzers.sprites``).
 """
 from __future__ import annotations
 

@@ -20,6 +20,10 @@ panning left shows what lies left, the photo slides right across the frame).
 Splits: ``HELD_OUT_PAIRS`` (sprite, motion) are never trained; ``STILL_ONLY`` sprites never
 appear in a training clip but do in the ``images`` split that the image stages (vae, lit, sr)
 draw single frames from. ``train`` is everything else; ``heldout`` is both lists.
+
+Why one file of ~600 lines: it is one contract (vocabulary -> caption grammar -> clip spec ->
+renderer), and the 124-entry vocabulary table alone is a quarter of it; the analyzer
+(``magicvideo/analyzers/sprites.py``) and the vocabulary writer read it as a unit.
 """
 from __future__ import annotations
 
