@@ -27,8 +27,9 @@ Per-frame ops and directed attention make the whole network causal in time.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -253,6 +254,58 @@ class Level(nn.Module):
         self.upsamplers = nn.ModuleList([Upsample(upsample)]) if upsample else None
 
 
+# -- step caching (opt-in, inexact) ----------------------------------------------------------
+class StepCache:
+    """Reuse of work between denoising steps, First-Block-Cache's test with DeepCache's reuse:
+    every call runs the input conv and the first level's resnets (the "first block"); when
+    their output differs from that of the last fully computed step by less than
+    ``threshold`` in relative L1 (mean |h - h_prev| / mean |h_prev|), the deep features (the
+    input of the last up level, see ``VideoUNet._deep``) of that step are reused and only the
+    last up level and the output conv run. The shallow, full-resolution path is always
+    computed from the current input, so skipped steps still follow x_t.
+
+    A new sampling run starts the cache afresh: a call whose timestep is not below the
+    previous call's (timesteps fall within a run) or whose shapes differ recomputes
+    everything, so the windows of a long video and successive requests never share features.
+    Classifier-free guidance's batch (uncond and cond together) is cached as one.
+    ``calls`` and ``skipped`` count the model calls and those that reused features."""
+
+    def __init__(self, threshold: float):
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < math.inf:
+            raise ValueError(f"step cache threshold must be a finite number >= 0, got {threshold!r}")
+        self.threshold = float(threshold)
+        self.calls = self.skipped = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stored step (the next call computes everything)."""
+        self._first: torch.Tensor | None = None
+        self._deep: torch.Tensor | None = None
+        self._timestep: float | None = None
+
+    def reuse(self, first: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor | None:
+        """The stored deep features if this call (first-block output ``first``) may reuse them, else None."""
+        t = float(torch.as_tensor(timestep).max())
+        new_run = self._first is None or self._first.shape != first.shape or t >= self._timestep
+        self._timestep = t
+        self.calls += 1
+        if new_run:
+            self._first = self._deep = None
+            return None
+        if self.threshold == 0.0:
+            return None
+        first = first.detach()
+        change = float((first - self._first).abs().mean() / self._first.abs().mean().clamp_min(1e-12))
+        if change < self.threshold:
+            self.skipped += 1
+            return self._deep
+        return None
+
+    def store(self, first: torch.Tensor, deep: torch.Tensor) -> None:
+        """Keep a fully computed step's first-block output and deep features."""
+        self._first, self._deep = first.detach(), deep.detach()
+
+
 # -- the backbone -------------------------------------------------------------------------
 class VideoUNet(ModelDirectoryMixin, nn.Module):
     """Latent video denoiser: ``unet(sample, timestep, encoder_hidden_states, fps=...)``."""
@@ -265,6 +318,7 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
         chs = cfg.block_out_channels
         temb_dim = chs[0] * 4
         self.gradient_checkpointing = False
+        self._step_cache: StepCache | None = None  # set only inside ``step_cache``
 
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.condition_channels, chs[0], 3, padding=1)
         if cfg.condition_channels:
@@ -395,30 +449,70 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
 
         h = self.conv_in(x)
         skips = [h]
-        for level in self.down_blocks:
-            for j, resnet in enumerate(level.resnets):
-                h = self._run(resnet, h, temb, f)
-                if level.attentions is not None:
-                    h = self._run(level.attentions[j], h, context, f)
-                skips.append(h)
-            if level.downsamplers is not None:
-                h = level.downsamplers[0](h)
-                skips.append(h)
+        h = self._down(self.down_blocks[0], h, temb, context, f, skips, resample=False)
+        cache = self._step_cache
+        deep = None if cache is None else cache.reuse(h, timestep)
+        if deep is None:
+            deep = self._deep(h, temb, context, f, skips)
+            if cache is not None:
+                cache.store(h, deep)
+        h = self._up(self.up_blocks[-1], deep, temb, context, f, skips)
+        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        return unfold_frames(h, f)
 
+    def _down(self, level: Level, h: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, f: int,
+              skips: list[torch.Tensor], resample: bool = True) -> torch.Tensor:
+        for j, resnet in enumerate(level.resnets):
+            h = self._run(resnet, h, temb, f)
+            if level.attentions is not None:
+                h = self._run(level.attentions[j], h, context, f)
+            skips.append(h)
+        if resample and level.downsamplers is not None:
+            h = level.downsamplers[0](h)
+            skips.append(h)
+        return h
+
+    def _up(self, level: Level, h: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, f: int,
+            skips: list[torch.Tensor]) -> torch.Tensor:
+        for j, resnet in enumerate(level.resnets):
+            h = self._run(resnet, torch.cat([h, skips.pop()], dim=1), temb, f)
+            if level.attentions is not None:
+                h = self._run(level.attentions[j], h, context, f)
+        if level.upsamplers is not None:
+            h = level.upsamplers[0](h)
+        return h
+
+    def _deep(self, h: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, f: int,
+              skips: list[torch.Tensor]) -> torch.Tensor:
+        """Everything between the first level's resnets and the last up level: the first
+        level's downsampler, the lower levels, the mid block and the up path but its last
+        level (what ``StepCache`` reuses). Pushes and pops only its own skips."""
+        first = self.down_blocks[0]
+        if first.downsamplers is not None:
+            h = first.downsamplers[0](h)
+            skips.append(h)
+        for level in self.down_blocks[1:]:
+            h = self._down(level, h, temb, context, f, skips)
         h = self._run(self.mid_block.resnets[0], h, temb, f)
         h = self._run(self.mid_block.attentions[0], h, context, f)
         h = self._run(self.mid_block.resnets[1], h, temb, f)
+        for level in self.up_blocks[:-1]:
+            h = self._up(level, h, temb, context, f, skips)
+        return h
 
-        for level in self.up_blocks:
-            for j, resnet in enumerate(level.resnets):
-                h = self._run(resnet, torch.cat([h, skips.pop()], dim=1), temb, f)
-                if level.attentions is not None:
-                    h = self._run(level.attentions[j], h, context, f)
-            if level.upsamplers is not None:
-                h = level.upsamplers[0](h)
-
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
-        return unfold_frames(h, f)
+    @contextmanager
+    def step_cache(self, threshold: float) -> Iterator["StepCache"]:
+        """Within the block, calls of this model reuse the deep features of the last fully
+        computed step while the first level's output has barely changed (``StepCache``):
+        faster, no longer exact. Off outside the block; threshold 0 never reuses."""
+        if self._step_cache is not None:
+            raise RuntimeError("step_cache: this model is already caching steps (nested step_cache blocks)")
+        cache = StepCache(threshold)
+        self._step_cache = cache
+        try:
+            yield cache
+        finally:
+            self._step_cache = None
 
     def _run(self, module: nn.Module, *args: Any) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -514,4 +608,4 @@ def count_flops(module: nn.Module, *args: Any, backward: bool = False, **kwargs:
     return counter.get_total_flops()
 
 
-__all__ = ["VideoUNet", "FrameAdaptor", "TemporalConv1d", "count_flops", "is_video_parameter"]
+__all__ = ["VideoUNet", "StepCache", "FrameAdaptor", "TemporalConv1d", "count_flops", "is_video_parameter"]
