@@ -16,12 +16,14 @@ plus the noise schedules the diffusion stages were trained with::
 ``"defaults"`` are the pipeline's ``SamplingOptions`` (magicvideo/sampling.py): what a request
 runs with where it leaves an option out. Optional stages run by default when present;
 ``interpolate=False`` / ``upscale=False`` (CLI: ``--no-interpolate`` / ``--no-upscale``) skip
-them. Every generating entry point takes ``on_progress(stage, step, total)`` (see ``__call__``).
+them. ``from_pretrained`` reads the optional stages' config.json files (their fit with the others
+is checked at load) and loads their weights on first use, so a request that skips them does
+not wait for them. Every generating entry point takes ``on_progress(stage, step, total)`` (see ``__call__``).
 
 ``MagicVideoPipeline.from_pretrained()`` with no path loads the embedded default that ships
 inside the package (tiny models made by ``scripts/recipe_shapes.sh``).
 
-One class of ~430 lines: files, request checks, the cascade and the three applications
+One class of ~530 lines: files, request checks, the cascade and the three applications
 (animate, vary, edit) share the stages and the checks, and read best together.
 """
 from __future__ import annotations
@@ -29,20 +31,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from .config import SCHEDULERS, Scheduler, config_from_dict
+from .config import SCHEDULERS, Scheduler, SRUNetConfig, VideoUNetConfig, config_from_dict
 from .diffusion import NoiseSchedule, add_noise, guided, sample
-from .interpolate import FPS_FACTOR, check_interpolation_model, interpolate_latents
+from .files import check_json_numbers
 from .models import VideoUNet, VideoVAE
 from .models.encoders import image_condition
-from .models.sr_unet import SR_SCHEDULE, SRUNet, upscale_video
-from .sampling import OnProgress, RequestSettings, SamplingOptions, count_steps
+from .sampling import (MAX_GUIDANCE, SEED_LIMIT, OnProgress, RequestSettings, SamplingOptions, check_schedule_length,
+                       count_steps)
+from .video_io import MAX_FPS, MIN_FPS
+
+if TYPE_CHECKING:  # imported where used: a pipeline without an SR stage, or skipping it, never loads it
+    from .models.sr_unet import SRUNet
 
 DEFAULT_PIPELINE = Path(__file__).parent / "weights" / "default"
 PIPELINE_FILE = "pipeline.json"
@@ -62,6 +70,25 @@ def _start_step(steps: int, strength: float) -> int:
     return steps - int(round(strength * steps))
 
 
+def _read_stage_config(config_class: type, directory: Path):
+    """A model directory's checked config, and that its weights file is a readable safetensors
+    file (its header only: the weights are read, and matched to the model, on first use)."""
+    from safetensors import SafetensorError, safe_open
+
+    from .models.io import CONFIG_NAME, WEIGHTS_NAME, read_model_config
+
+    config = read_model_config(config_class, directory / CONFIG_NAME)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ValueError(f"{weights}: weights file not found")
+    try:
+        with safe_open(str(weights), framework="pt"):
+            pass
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
+    return config
+
+
 class MagicVideoPipeline:
     def __init__(self, unet: VideoUNet, vae: VideoVAE, encoder, schedule: NoiseSchedule | None = None,
                  defaults: SamplingOptions | None = None, interpolation: VideoUNet | None = None,
@@ -70,12 +97,57 @@ class MagicVideoPipeline:
             raise TypeError(f"defaults must be a SamplingOptions, e.g. SamplingOptions(steps=3), "
                             f"got {type(defaults).__name__}")
         self.unet, self.vae, self.encoder = unet.eval(), vae.eval(), encoder.eval()
-        self.interpolation = interpolation.eval() if interpolation is not None else None
-        self.sr = sr.eval() if sr is not None else None
+        # optional stages: a model, or (from_pretrained) its config and a loader run on first use
+        self._optional: dict[str, Any] = {"interpolation": None, "sr": None}
+        self._loaders: dict[str, tuple[Any, Callable[[], Any]]] = {}
+        self._load_lock = threading.Lock()
+        self.interpolation, self.sr = interpolation, sr
         self.schedule = schedule or NoiseSchedule()
-        self.sr_schedule = sr_schedule or SR_SCHEDULE
+        if sr_schedule is None:
+            from .models.sr_unet import SR_SCHEDULE
+            sr_schedule = SR_SCHEDULE
+        self.sr_schedule = sr_schedule
         self.defaults = SamplingOptions() if defaults is None else defaults
         self._check_stages()
+
+    def _stage(self, name: str):
+        """Optional stage ``name``'s model, loaded now if from_pretrained deferred it; None if absent."""
+        if name in self._loaders:
+            with self._load_lock:
+                if name in self._loaders:
+                    self._optional[name] = self._loaders[name][1]().eval()
+                    del self._loaders[name]
+        return self._optional[name]
+
+    def _set_stage(self, name: str, model) -> None:
+        self._loaders.pop(name, None)
+        self._optional[name] = model.eval() if model is not None else None
+
+    @property
+    def interpolation(self) -> VideoUNet | None:
+        """The interpolation stage or None (from_pretrained loads it on first use)."""
+        return self._stage("interpolation")
+
+    @interpolation.setter
+    def interpolation(self, model: VideoUNet | None) -> None:
+        self._set_stage("interpolation", model)
+
+    @property
+    def sr(self) -> SRUNet | None:
+        """The super-resolution stage or None (from_pretrained loads it on first use)."""
+        return self._stage("sr")
+
+    @sr.setter
+    def sr(self, model: SRUNet | None) -> None:
+        self._set_stage("sr", model)
+
+    def has_stage(self, name: str) -> bool:
+        """Whether the pipeline has optional stage ``name`` ("interpolation", "sr"), loaded or not."""
+        return name in self._loaders or self._optional[name] is not None
+
+    def _stage_config(self, name: str):
+        """Optional stage ``name``'s config, without loading its weights; None if absent."""
+        return self._loaders[name][0] if name in self._loaders else getattr(self._optional[name], "config", None)
 
     def sr_settings(self) -> dict[str, int]:
         """``upscale_video``'s sampling arguments from the pipeline's defaults."""
@@ -97,19 +169,23 @@ class MagicVideoPipeline:
         if unet.config.cross_attention_dim != self.encoder.dim:
             raise ValueError(f"keyframe U-Net expects {unet.config.cross_attention_dim}-d condition tokens, "
                              f"the encoder gives {self.encoder.dim}")
-        if self.interpolation is not None:
-            check_interpolation_model(self.interpolation, vae.config.latent_channels, "interpolation stage")
-            if self.interpolation.config.cross_attention_dim != self.encoder.dim:
-                raise ValueError(f"interpolation stage expects {self.interpolation.config.cross_attention_dim}-d "
+        interpolation, sr = self._stage_config("interpolation"), self._stage_config("sr")
+        if interpolation is not None:
+            from .interpolate import check_interpolation_model
+
+            check_interpolation_model(SimpleNamespace(config=interpolation), vae.config.latent_channels,
+                                      "interpolation stage")
+            if interpolation.cross_attention_dim != self.encoder.dim:
+                raise ValueError(f"interpolation stage expects {interpolation.cross_attention_dim}-d "
                                  f"tokens, the encoder gives {self.encoder.dim}")
-            if self.interpolation.config.sample_size != unet.config.sample_size:
-                raise ValueError(f"interpolation stage works on {self.interpolation.config.sample_size}px latents, "
+            if interpolation.sample_size != unet.config.sample_size:
+                raise ValueError(f"interpolation stage works on {interpolation.sample_size}px latents, "
                                  f"the keyframe stage makes {unet.config.sample_size}px")
-        if self.sr is not None:
+        if sr is not None:
             side = self.frame_size
-            multiple = self.sr.config.patch * 2 ** (len(self.sr.config.block_out_channels) - 1)
-            if (side * self.sr.config.scale) % multiple:
-                raise ValueError(f"sr stage cannot upscale {side}px frames: {side * self.sr.config.scale}px is not "
+            multiple = sr.patch * 2 ** (len(sr.block_out_channels) - 1)
+            if (side * sr.scale) % multiple:
+                raise ValueError(f"sr stage cannot upscale {side}px frames: {side * sr.scale}px is not "
                                  f"a multiple of {multiple}")
             if self.defaults.sr_noise_level >= self.sr_schedule.num_train_timesteps:
                 raise ValueError(f"defaults: sr_noise_level {self.defaults.sr_noise_level} is past the sr schedule's "
@@ -129,8 +205,14 @@ class MagicVideoPipeline:
         try:
             spec = json.loads(spec_file.read_text())
             stages = spec["stages"]
-            schedules = {k: NoiseSchedule(**spec[k]) for k in ("schedule", "sr_schedule") if k in spec}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{spec_file}: malformed ({err})") from None
+        check_json_numbers(spec, str(spec_file))
+        for key in ("schedule", "sr_schedule"):  # before a schedule of that many steps is built
+            check_schedule_length(spec, key, str(spec_file))
+        try:
+            schedules = {k: NoiseSchedule(**spec[k]) for k in ("schedule", "sr_schedule") if k in spec}
+        except (TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{spec_file}: malformed ({err})") from None
         # fields left out take SamplingOptions' defaults; unknown ones are refused by name
         defaults = config_from_dict(SamplingOptions, spec.get("defaults") or {}, source=f"{spec_file}: defaults")
@@ -147,15 +229,27 @@ class MagicVideoPipeline:
             except ValueError as err:
                 raise ValueError(f"pipeline stage {stage!r}: {err}") from None
 
-        optional = {}
-        if "interpolation" in stages:
-            optional["interpolation"] = load("interpolation", lambda d: VideoUNet.from_pretrained(d, device=device))
-        if "sr" in stages:
-            optional["sr"] = load("sr", lambda d: SRUNet.from_pretrained(d, device=device))
-        return cls(load("keyframe", lambda d: VideoUNet.from_pretrained(d, device=device)),
+        def load_sr(directory: Path):
+            from .models.sr_unet import SRUNet
+
+            return SRUNet.from_pretrained(directory, device=device)
+
+        # optional stages: config.json read and checked now (compatibility is named at load time),
+        # weights loaded on first use, so a request that skips a stage never pays for it
+        deferred = {}
+        for stage, config_class, loader in (
+                ("interpolation", VideoUNetConfig, lambda d: VideoUNet.from_pretrained(d, device=device)),
+                ("sr", SRUNetConfig, load_sr)):
+            if stage in stages:
+                config = load(stage, lambda d: _read_stage_config(config_class, d))
+                deferred[stage] = (config, lambda stage=stage, loader=loader: load(stage, loader))
+        pipe = cls(load("keyframe", lambda d: VideoUNet.from_pretrained(d, device=device)),
                    load("vae", lambda d: VideoVAE.from_pretrained(d, device=device)),
                    load("encoder", load_encoder), schedules.get("schedule"), defaults,
-                   sr_schedule=schedules.get("sr_schedule"), **optional)
+                   sr_schedule=schedules.get("sr_schedule"))
+        pipe._loaders.update(deferred)
+        pipe._check_stages()
+        return pipe
 
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
@@ -176,8 +270,9 @@ class MagicVideoPipeline:
     # -- generation -----------------------------------------------------------------------
     def check_options(self, prompt: str, num_frames: int, fps: float, steps: int, guidance: float,
                       scheduler: str, interpolate: bool = False, upscale: bool = False,
-                      context_frames: int | None = None) -> None:
-        """Everything that can be wrong with a request, before any compute."""
+                      context_frames: int | None = None, seed: int = 0, variations: int = 1) -> None:
+        """Everything that can be wrong with a request, before any compute. ``seed``: the
+        request's; windows of a long video and ``variations`` (vary's n) add their offsets to it."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt is empty")
         if scheduler not in SCHEDULERS:
@@ -190,24 +285,39 @@ class MagicVideoPipeline:
                              f"longer videos in windows), got {num_frames}")
         if context_frames is not None and not 1 <= context_frames < window:
             raise ValueError(f"context_frames must be between 1 and {window - 1}, got {context_frames}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if not (math.isfinite(guidance) and guidance >= 0):
-            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
-        if interpolate and self.interpolation is None:
+        timesteps = self.schedule.num_train_timesteps
+        if not 1 <= steps <= timesteps:
+            raise ValueError(f"steps must be between 1 and {timesteps} (the noise schedule's length), got {steps}")
+        if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+            raise ValueError(f"guidance must be a finite number from 0 to {MAX_GUIDANCE:g}, got {guidance}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        last = seed + (variations - 1) + (num_frames - 1)  # vary adds its index, a window its first frame
+        if last >= SEED_LIMIT:
+            raise ValueError(f"seed must be below 2**64 - {last - seed + 1} here (windows and variations add "
+                             f"up to {last - seed} to it), got {seed}")
+        if interpolate and not self.has_stage("interpolation"):
             raise ValueError("this pipeline has no 'interpolation' stage (skip it with interpolate=False)")
         if interpolate and num_frames < 2:
             raise ValueError("interpolation needs at least 2 keyframes")
-        if upscale and self.sr is None:
+        if upscale and not self.has_stage("sr"):
             raise ValueError("this pipeline has no 'sr' stage (skip it with upscale=False)")
+        from .interpolate import FPS_FACTOR
+
+        out = fps * FPS_FACTOR if interpolate else fps
+        if not MIN_FPS <= out <= MAX_FPS:
+            how = f" ({fps:g} fps x {FPS_FACTOR} by the interpolation stage)" if interpolate else ""
+            raise ValueError(f"fps: the output would play at {out:g} fps{how}; a video plays {MIN_FPS:g} to "
+                             f"{MAX_FPS:g} fps{' (or skip interpolation)' if interpolate else ''}")
 
     def resolve(self, prompt: str, num_frames: int, fps: float | None, steps: int | None, guidance: float | None,
                  scheduler: Scheduler | None, interpolate: bool | None, upscale: bool | None,
-                 context_frames: int | None = None, default_guidance: float | None = None) -> RequestSettings:
+                 context_frames: int | None = None, default_guidance: float | None = None, seed: int = 0,
+                 variations: int = 1) -> RequestSettings:
         """A request's options with the pipeline's defaults filled in, checked before any compute
         (what ``__call__``, ``animate``, ``vary`` and ``edit`` run with; a server checks a job so).
         ``default_guidance``: this kind of request's (None: ``defaults.guidance``, the text's;
-        animate and vary use ``defaults.image_guidance``)."""
+        animate and vary use ``defaults.image_guidance``). ``seed``, ``variations``: as in ``check_options``."""
         d = self.defaults
         settings = RequestSettings(
             fps=float(d.fps if fps is None else fps),
@@ -215,10 +325,10 @@ class MagicVideoPipeline:
             guidance=float((d.guidance if default_guidance is None else default_guidance) if guidance is None
                            else guidance),
             scheduler=d.scheduler if scheduler is None else scheduler,
-            interpolate=self.interpolation is not None and num_frames >= 2 if interpolate is None else interpolate,
-            upscale=self.sr is not None if upscale is None else upscale)
+            interpolate=self.has_stage("interpolation") and num_frames >= 2 if interpolate is None else interpolate,
+            upscale=self.has_stage("sr") if upscale is None else upscale)
         self.check_options(prompt, num_frames, settings.fps, settings.steps, settings.guidance, settings.scheduler,
-                           settings.interpolate, settings.upscale, context_frames)
+                           settings.interpolate, settings.upscale, context_frames, seed, variations)
         return settings
 
     @torch.no_grad()
@@ -253,7 +363,8 @@ class MagicVideoPipeline:
         condition it, then 2 of 2 for every frame), "interpolation" (every denoising step) and
         "super-resolution" (every denoising step of every batch of frames). An exception
         raised by it stops the generation there and propagates (a server cancels a job so)."""
-        r = self.resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames)
+        r = self.resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames,
+                         seed=seed)
         cond = self.encoder.encode_text([prompt])
         latents = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
                                         callback, context_frames=context_frames, on_progress=on_progress)
@@ -272,6 +383,8 @@ class MagicVideoPipeline:
             on_progress("decoding", 1, decodes)
         out_fps = fps
         if interpolate:
+            from .interpolate import FPS_FACTOR, interpolate_latents
+
             latents = interpolate_latents(self.interpolation, latents, video, self.encoder, fps, self.schedule,
                                           steps=d.interpolation_steps, guidance=d.interpolation_guidance, seed=seed,
                                           scheduler=scheduler, progress=progress, on_progress=on_progress)
@@ -281,6 +394,8 @@ class MagicVideoPipeline:
             out_fps = fps * FPS_FACTOR
         frames = video[0].transpose(0, 1)  # (T, 3, H, W)
         if upscale:
+            from .models.sr_unet import upscale_video
+
             frames = upscale_video(self.sr, frames, self.sr_schedule, seed=seed, progress=progress,
                                    on_progress=on_progress, **self.sr_settings())
         pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -385,7 +500,7 @@ class MagicVideoPipeline:
         holds the first frame to the image's latent. image: uint8 (H, W, 3). ``guidance``
         None: the pipeline's ``image_guidance``. ``on_progress``: as in ``__call__``."""
         r = self.resolve("image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler,
-                          interpolate, upscale, default_guidance=self.defaults.image_guidance)
+                          interpolate, upscale, default_guidance=self.defaults.image_guidance, seed=seed)
         if np.asarray(image).ndim != 3:
             raise ValueError(f"{source}: expected an image (H, W, 3), got shape {np.asarray(image).shape}")
         pixels = self.pixels(np.asarray(image)[None], source)
@@ -410,7 +525,7 @@ class MagicVideoPipeline:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         r = self.resolve("video", len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
-                          default_guidance=self.defaults.image_guidance)
+                          default_guidance=self.defaults.image_guidance, seed=seed, variations=n)
         pixels, strength = self._source_pixels(video, strength, source, self.defaults.vary_strength)
         cond, init = image_condition(self.encoder, pixels), self.vae.encode(pixels)
         return [self.render(self.generate_latents(cond, len(video), r.fps, r.steps, r.guidance, seed + i, r.scheduler,
@@ -427,7 +542,8 @@ class MagicVideoPipeline:
         noise in every frame, denoised under the new prompt. Low strength keeps more of the
         source (layout, motion), high strength follows the prompt more (None: the pipeline's
         ``edit_strength``). ``on_progress``: as in ``__call__``."""
-        r = self.resolve(prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale)
+        r = self.resolve(prompt, len(np.asarray(video)), fps, steps, guidance, scheduler, interpolate, upscale,
+                         seed=seed)
         pixels, strength = self._source_pixels(video, strength, source, self.defaults.edit_strength)
         latents = self.generate_latents(self.encoder.encode_text([prompt]), len(video), r.fps, r.steps, r.guidance,
                                         seed, r.scheduler, progress, init=self.vae.encode(pixels), strength=strength,

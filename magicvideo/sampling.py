@@ -14,10 +14,25 @@ from typing import Any, Callable
 
 from .config import SCHEDULERS, ProgressStage, Scheduler
 
+MAX_GUIDANCE = 50.0  # far past any useful scale (5 text, 2.5 image); inf or 1e9 turn the video black
+MAX_SCHEDULE_STEPS = 100_000  # a noise schedule's num_train_timesteps (1000 is usual)
+SEED_LIMIT = 2**64  # torch seeds are 64-bit: a seed plus its window and variation offsets stays below
+
 # on_progress(stage, step, total): called after step `step` (1-based) of the `total` of a stage;
 # an exception raised by it stops the generation there and propagates.
 OnProgress = Callable[[ProgressStage, int, int], None]
 SamplerCallback = Callable[[int, int, Any], None]  # diffusion.sample's callback(i, t, latents)
+
+
+def check_schedule_length(spec: dict, key: str, source: str) -> int:
+    """``spec[key]["num_train_timesteps"]`` (a pipeline.json schedule; 1000 when left out) is an
+    integer from 1 to MAX_SCHEDULE_STEPS; the error names the file and the key."""
+    schedule = spec.get(key)
+    timesteps = schedule.get("num_train_timesteps", 1000) if isinstance(schedule, dict) else 1000
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_SCHEDULE_STEPS:
+        raise ValueError(f"{source}: {key}.num_train_timesteps must be an integer from 1 to {MAX_SCHEDULE_STEPS}, "
+                         f"got {timesteps!r}")
+    return timesteps
 
 
 @dataclass(frozen=True)
@@ -47,20 +62,20 @@ class SamplingOptions:
     edit_strength: float = 0.7  # noise level an edit restarts from, 0 (the source) - 1 (the prompt alone)
 
     def __post_init__(self) -> None:
+        from .video_io import MAX_FPS, MIN_FPS  # here: the CLI reads this module before numpy is needed
+
         for name, low in (("steps", 1), ("interpolation_steps", 1), ("sr_steps", 1), ("sr_noise_level", 0),
                           ("sr_batch_frames", 1), ("sr_consistency_steps", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name, low, high, strict in (("fps", 0.0, math.inf, True), ("guidance", 0.0, math.inf, False),
-                                        ("interpolation_guidance", 0.0, math.inf, False),
-                                        ("image_guidance", 0.0, math.inf, False), ("vary_strength", 0.0, 1.0, False),
-                                        ("edit_strength", 0.0, 1.0, False)):
+        for name, low, high in (("fps", MIN_FPS, MAX_FPS), ("guidance", 0.0, MAX_GUIDANCE),
+                                ("interpolation_guidance", 0.0, MAX_GUIDANCE), ("image_guidance", 0.0, MAX_GUIDANCE),
+                                ("vary_strength", 0.0, 1.0), ("edit_strength", 0.0, 1.0)):
             value = getattr(self, name)
             number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-            if not number or value < low or (strict and value == low) or value > high:
-                span = f"> {low:g}" if strict else f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
-                raise ValueError(f"{name} must be a finite number {span}, got {value!r}")
+            if not number or not low <= value <= high:
+                raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
             object.__setattr__(self, name, float(value))  # 8 in a JSON file is 8.0
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")

@@ -263,10 +263,12 @@ def test_input_files_are_checked_before_decoding_and_loading(work, capsys, no_mo
 # -- 5. numbers inside a pipeline's files ------------------------------------------------------
 CONFIG_FILES = [  # file in the pipeline, key ("." for nesting), value, words; JSON as Python's json writes it
     ("pipeline.json", "defaults.guidance", float("inf"), "pipeline.json: defaults.guidance must be a finite number"),
-    ("pipeline.json", "defaults.guidance", 1e6, "pipeline.json: defaults.guidance must be a number from 0 to 50"),
-    ("pipeline.json", "defaults.fps", 1e9, "pipeline.json: defaults.fps must be a number from 0.1 to 240"),
-    ("pipeline.json", "defaults.edit_strength", 2, "defaults.edit_strength must be a number from 0 to 1"),
-    ("pipeline.json", "schedule.num_train_timesteps", 10**12, "schedule.num_train_timesteps must be an integer"),
+    ("pipeline.json", "defaults.guidance", 1e6, "pipeline.json: defaults: guidance must be a finite number in [0, 50]"),
+    ("pipeline.json", "defaults.fps", 1e9, "pipeline.json: defaults: fps must be a finite number in [0.1, 240]"),
+    ("pipeline.json", "defaults.fps", 1e-9, "pipeline.json: defaults: fps must be a finite number in [0.1, 240]"),
+    ("pipeline.json", "defaults.edit_strength", 2, "defaults: edit_strength must be a finite number in [0, 1]"),
+    ("pipeline.json", "schedule.num_train_timesteps", 10**12,
+     "pipeline.json: schedule.num_train_timesteps must be an integer from 1 to 100000"),
     ("pipeline.json", "schedule.beta_end", float("nan"), "pipeline.json: schedule.beta_end must be a finite number"),
     ("keyframe/config.json", "default_fps", float("nan"), "keyframe/config.json: default_fps must be a finite number"),
     ("vae/config.json", "scaling_factor", float("inf"), "vae/config.json: scaling_factor must be a finite number"),
@@ -276,8 +278,8 @@ CONFIG_FILES = [  # file in the pipeline, key ("." for nesting), value, words; J
 ]
 
 
-@pytest.mark.parametrize("file, key, value, words", CONFIG_FILES, ids=[f"{c[0]}:{c[1]}" for c in CONFIG_FILES])
-def test_numbers_in_a_pipelines_files_are_named(work, capsys, pipeline_dir, file, key, value, words):
+def _pipeline_with(work: Path, pipeline_dir: Path, file: str, key: str, value) -> Path:
+    """A copy of ``pipeline_dir`` whose ``file`` holds ``value`` at ``key`` ("." for nesting)."""
     pipe = work / "pipe"
     shutil.copytree(pipeline_dir, pipe)
     data = json.loads((pipe / file).read_text())
@@ -287,11 +289,31 @@ def test_numbers_in_a_pipelines_files_are_named(work, capsys, pipeline_dir, file
         node = node.setdefault(part, {})
     node[leaf] = value
     (pipe / file).write_text(json.dumps(data))
+    return pipe
+
+
+@pytest.mark.parametrize("file, key, value, words", CONFIG_FILES, ids=[f"{c[0]}:{c[1]}" for c in CONFIG_FILES])
+def test_numbers_in_a_pipelines_files_are_named(work, capsys, pipeline_dir, file, key, value, words):
+    pipe = _pipeline_with(work, pipeline_dir, file, key, value)
     before = _snapshot(work)
     assert main(["generate", "a red circle", "-o", "out.mp4", "--pipeline", str(pipe), "-q"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and words in err, err
     assert _snapshot(work) == before and not _temporaries(work)
+
+
+PIPELINE_FILE_CASES = [c for c in CONFIG_FILES if c[0] == "pipeline.json"]
+
+
+@pytest.mark.parametrize("file, key, value, words", PIPELINE_FILE_CASES,
+                         ids=[f"{c[0]}:{c[1]}={c[2]}" for c in PIPELINE_FILE_CASES])
+def test_the_library_refuses_the_same_pipeline_files(work, pipeline_dir, file, key, value, words):
+    # Python and `magicvideo serve` callers load without the CLI's checks: the same words from the loader
+    from magicvideo.pipeline import MagicVideoPipeline
+
+    with pytest.raises(ValueError) as err:
+        MagicVideoPipeline.from_pretrained(_pipeline_with(work, pipeline_dir, file, key, value))
+    assert words in str(err.value) and "\n" not in str(err.value)
 
 
 # -- 6. dataset folders: nothing read outside, files people make, skips reported once --------------

@@ -35,11 +35,44 @@ def test_round_trip_and_determinism(pipeline_dir):
     ({"prompt": "  "}, "prompt is empty"), ({"scheduler": "euler"}, "unknown scheduler"),
     ({"fps": 0.0}, "fps"), ({"num_frames": 1025}, "between 1 and 1024"), ({"guidance": -1.0}, "guidance"),
     ({"num_frames": 12, "context_frames": 8}, "context_frames"),
+    # what the CLI checks before loading, checked by the pipeline itself (Python and serve callers)
+    ({"steps": 1001}, "steps must be between 1 and 1000 (the noise schedule's length)"),
+    ({"guidance": 50.5}, "guidance must be a finite number from 0 to 50"),
+    ({"guidance": float("inf")}, "guidance must be a finite number from 0 to 50"),
+    ({"seed": -1}, "seed must be an integer >= 0"), ({"seed": 2**64 - 2}, "seed must be below 2**64 - 4"),
+    ({"fps": 1e9}, "the output would play at 1e+09 fps; a video plays 0.1 to 240 fps"),
+    ({"fps": 1e-9}, "the output would play at 1e-09 fps"),
 ])
 def test_bad_requests_fail_before_compute(pipeline_dir, kwargs, message):
     pipe = MagicVideoPipeline.from_pretrained(pipeline_dir)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         pipe(**{"prompt": "a red circle", "num_frames": 4, "progress": False, **kwargs})
+
+
+def test_request_limits_count_interpolation_variations_and_windows():
+    pipe = MagicVideoPipeline.from_pretrained()  # the shipped default: interpolation and sr stages
+    assert pipe.resolve("a red ball", 16, 60.0, None, None, None, None, False).fps == 60.0  # 240 fps out
+    with pytest.raises(ValueError, match=re.escape("would play at 400 fps (100 fps x 4 by the interpolation stage)")):
+        pipe.resolve("a red ball", 16, 100.0, None, None, None, None, False)
+    assert pipe.resolve("a red ball", 16, 100.0, None, None, None, False, False).fps == 100.0
+    # vary's seeds run to seed + n - 1, a long video's windows to seed + its frames - 1
+    pipe.resolve("video", 4, None, None, None, None, False, False, seed=2**64 - 5, variations=2)
+    with pytest.raises(ValueError, match="seed must be below"):
+        pipe.resolve("video", 4, None, None, None, None, False, False, seed=2**64 - 4, variations=2)
+
+
+def test_optional_stages_load_on_first_use_and_are_checked_at_load():
+    pipe = MagicVideoPipeline.from_pretrained()
+    assert pipe.has_stage("interpolation") and pipe.has_stage("sr")
+    assert pipe._optional == {"interpolation": None, "sr": None}  # configs read, weights not yet
+    preview = pipe("a red ball", num_frames=2, steps=1, interpolate=False, upscale=False, progress=False)
+    assert preview.frames.shape[0] == 2 and pipe._optional == {"interpolation": None, "sr": None}
+    assert type(pipe.sr).__name__ == "SRUNet" and not pipe.sr.training and pipe._optional["interpolation"] is None
+    assert pipe.interpolation.config.condition_channels > 0
+    pipe.sr = None  # a stage set by hand replaces the deferred one
+    assert not pipe.has_stage("sr")
+    with pytest.raises(ValueError, match="no 'sr' stage"):
+        pipe.resolve("a red ball", 2, None, None, None, None, False, True)
 
 
 def test_pipeline_directory_problems_are_named(tmp_path, pipeline_dir):
@@ -54,13 +87,24 @@ def test_pipeline_directory_problems_are_named(tmp_path, pipeline_dir):
     spec_file = re.escape(str(tmp_path / "pipeline.json"))
     for key, value, message in (("sr_consistency_steps", -1, "sr_consistency_steps must be an integer >= 0"),
                                 ("sr_steps", 0, "sr_steps must be an integer >= 1"),
-                                ("steps", 2.5, "steps must be an integer"), ("fps", 0, "fps must be a finite number > 0"),
-                                ("guidance", -1.0, "guidance must be a finite number >= 0"),
+                                ("steps", 2.5, "steps must be an integer"),
+                                ("fps", 0, r"fps must be a finite number in \[0.1, 240\]"),
+                                ("fps", 1e9, r"fps must be a finite number in \[0.1, 240\]"),
+                                ("guidance", -1.0, r"guidance must be a finite number in \[0, 50\]"),
+                                ("image_guidance", 1e6, r"image_guidance must be a finite number in \[0, 50\]"),
                                 ("vary_strength", 1.5, r"vary_strength must be a finite number in \[0, 1\]"),
                                 ("scheduler", "euler", "scheduler must be one of"),
                                 ("stpes", 3, r"unknown fields \['stpes'\]")):
         (tmp_path / "pipeline.json").write_text(json.dumps({**spec, "defaults": {**spec["defaults"], key: value}}))
         with pytest.raises(ValueError, match=rf"^{spec_file}: defaults: {message}"):
+            MagicVideoPipeline.from_pretrained(tmp_path)
+    for key, value, message in (("guidance", float("inf"), "defaults.guidance must be a finite number"),
+                                ("schedule", {"num_train_timesteps": 10**12},
+                                 "schedule.num_train_timesteps must be an integer from 1 to 100000")):
+        defaults = {**spec["defaults"], key: value} if key in spec["defaults"] else spec["defaults"]
+        extra = {} if key in spec["defaults"] else {key: value}
+        (tmp_path / "pipeline.json").write_text(json.dumps({**spec, "defaults": defaults, **extra}))
+        with pytest.raises(ValueError, match=rf"^{spec_file}: {message}"):
             MagicVideoPipeline.from_pretrained(tmp_path)
 
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config import PROGRESS_STAGES as STAGES  # noqa: F401 (the stages a job reports: on_progress's)
 from .options import JobSpec
 
 log = logging.getLogger("magicvideo.serve")
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
-STAGES = ("keyframes", "interpolation", "decoding", "super-resolution")
 ID_PATTERN = re.compile(r"[0-9a-f]{16}")  # secrets.token_hex(8): server-made, never a path
 # what an atomic write of <id>.json / <id>.mp4 leaves behind when killed (models.io.atomic_file, video_io.write_video)
 LEFTOVER = re.compile(r"\.[0-9a-f]{16}\..+")
