@@ -1,6 +1,7 @@
 """VideoUNet.step_cache: off it is exact, on it reuses the deep features by its rule, runs never share."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import randomize_
@@ -78,13 +79,17 @@ def test_every_step_after_the_first_is_skipped_and_runs_do_not_share():
     assert not torch.allclose(first, run(unet, seed=0), atol=1e-4)
 
 
-def test_moderate_threshold_skips_some_steps_and_stays_close():
+def test_more_skipping_with_a_higher_threshold_and_further_from_exact():
     unet = model()
     exact = run(unet)
-    with unet.step_cache(0.2) as cache:
-        cached = run(unet)
-    assert cache.calls == STEPS and cache.skipped <= STEPS - 1
-    assert (cached - exact).abs().max() < 1.0
+    skipped, errors = [], []
+    for threshold in (0.0, 0.05, 0.2, 1e9):
+        with unet.step_cache(threshold) as cache:
+            errors.append(float((run(unet) - exact).abs().mean()))
+        skipped.append(cache.skipped)
+    assert skipped == sorted(skipped) and skipped[0] == 0 and skipped[-1] == STEPS - 1
+    assert 0 < skipped[1] < STEPS - 1 or 0 < skipped[2] < STEPS - 1  # some thresholds between skip some steps
+    assert errors[0] == 0.0 and errors == sorted(errors)
 
 
 @pytest.mark.parametrize("threshold", [-0.1, float("inf"), float("nan"), True, "0.1"])
@@ -99,3 +104,21 @@ def test_nested_blocks_are_refused():
         with pytest.raises(RuntimeError, match="already caching"):
             with unet.step_cache(0.1):
                 pass
+
+
+def test_cli_step_cache_flag(tmp_path):
+    from magicvideo.cli import main
+    from magicvideo.video_io import read_video
+
+    def generate(name: str, *flags: str):
+        out = tmp_path / name
+        assert main(["generate", "a red circle moving left", "-o", str(out), "--num-frames", "4", "--steps", "4",
+                     "--no-interpolate", "--no-upscale", "-q", *flags]) == 0
+        return read_video(out)[0]
+
+    exact = generate("exact.gif")
+    assert np.array_equal(generate("zero.gif", "--step-cache", "0"), exact)
+    assert not np.array_equal(generate("cached.gif", "--step-cache", "1e9"), exact)
+    for bad in ("-0.1", "nan", "x"):
+        with pytest.raises(SystemExit):
+            main(["generate", "a red circle moving left", "-o", str(tmp_path / "bad.gif"), "--step-cache", bad])
