@@ -155,6 +155,8 @@ def test_a_full_queue_is_429_and_a_queued_job_cancels_at_once(pipe, tmp_path):
     ({"kind": "animate"}, "animate needs an image upload (multipart field 'source')"),
     ({"kind": "train", "prompt": "x"}, "kind must be one of generate, animate, vary, edit, got 'train'"),
     ({"prompt": "a red circle", "upscale": "maybe"}, "upscale: expected true or false, got 'maybe'"),
+    ({"prompt": "a red circle", "seed": -1}, "seed"),  # refused at submission, not when the job runs
+    ({"prompt": "a red circle", "seed": 2**64}, "seed"),
 ])
 def test_a_request_the_cli_refuses_is_422_with_one_line(pipe, tmp_path, fields, message):
     with serving(pipe, tmp_path) as client:

@@ -211,7 +211,7 @@ def resolve(pipe, raw: Mapping[str, Any], upload: Upload | None = None) -> JobSp
             return dataclasses.asdict(pipe.resolve(
                 request_prompt, num_frames, fps, v["steps"], v["guidance"], v["scheduler"], v["interpolate"],
                 v["upscale"], v["context_frames"],
-                default_guidance=pipe.defaults.image_guidance if image_condition else None))
+                default_guidance=pipe.defaults.image_guidance if image_condition else None, seed=seed))
         except ValueError as err:
             raise RequestError(str(err)) from None
 
