@@ -6,6 +6,11 @@ for finiteness and range before a model loads. SIGTERM (``timeout``, schedulers,
 stops) ends a command like Ctrl-C: one line, exit 143 (130 for Ctrl-C), no temporary left.
 
 Existing outputs (OVERWRITE_POLICY below, also in ``--help``): refused unless ``--overwrite``.
+
+Why ~750 lines in one file: it is the whole boundary — the value types and pre-load checks
+(also used by ``magicvideo serve``), one thin ``cmd_*`` per subcommand and the argparse tree
+(~220 lines of flags and help); nothing here computes, so it reads top to bottom as the list of
+what a user may type.
 """
 from __future__ import annotations
 

@@ -23,6 +23,10 @@ model applied frame by frame:
   their input-conv weights zero-init.
 
 Per-frame ops and directed attention make the whole network causal in time.
+
+Why ~600 lines in one file: the U-Net family is one module, as in nanoGPT's ``model.py`` — its
+blocks, the backbone, SD weight loading by name, the interpolation variant and the opt-in step
+cache all share the block classes and the parameter naming that SD checkpoints fix.
 """
 from __future__ import annotations
 
