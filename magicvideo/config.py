@@ -8,9 +8,7 @@ sprites domain's, 1.5x as wide) and ``PRESETS["sd15"]``
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 # Every mode string is a Literal type; the tuple beside it is the same names at run time
@@ -381,14 +379,3 @@ def config_from_dict(cls: type, data: dict[str, Any], source: str = "config") ->
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: {err}") from None
-
-
-def read_config_file(cls: type, path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: config file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    return config_from_dict(cls, data, source=str(path))

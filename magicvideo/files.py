@@ -110,14 +110,19 @@ def check_new_output(target: Path, overwrite: bool, existing: list[Path] | None 
         raise ValueError(f"{what}; {OVERWRITE_HINT}")
 
 
+def check_parent_directory(target: Path) -> None:
+    """The folder an output goes to exists and is a folder; errors name the output."""
+    parent = Path(target).parent
+    if not parent.is_dir():
+        raise ValueError(f"{target}: directory {parent} does not exist" if not parent.exists() else
+                         f"{target}: {parent} is not a directory")
+
+
 def prepare_output(target: str | Path, overwrite: bool, existing: list[Path] | None = None) -> Path:
     """Before any compute: ``target``'s folder exists and accepts a new file, ``target`` is not
     a folder, and it is new unless ``overwrite``. Stale temporaries of it are removed."""
     target = Path(target)
-    parent = target.parent
-    if not parent.is_dir():
-        raise ValueError(f"{target}: directory {parent} does not exist" if not parent.exists() else
-                         f"{target}: {parent} is not a directory")
+    check_parent_directory(target)
     if target.is_dir():
         raise ValueError(f"{target}: is a directory")
     check_new_output(target, overwrite, existing)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import (aside_path, check_new_output, prepare_output, probe_writable, publish, remove_path,
-                    remove_stale_temps, temp_path)
+from .files import (aside_path, check_new_output, check_parent_directory, prepare_output, probe_writable, publish,
+                    remove_path, remove_stale_temps, temp_path)
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")
 MIN_FPS, MAX_FPS = 0.1, 240.0  # what the mp4 time base (rate to 1/1001) and players represent faithfully
@@ -60,9 +60,7 @@ def check_output_path(path: str | Path, overwrite: bool = True) -> Path:
         raise ValueError(f"{path}: unknown output extension {ext or '(none)'}; use one of {', '.join(VIDEO_EXTENSIONS)}")
     if ext != ".png":
         return prepare_output(path, overwrite)
-    if not path.parent.is_dir():
-        raise ValueError(f"{path}: directory {path.parent} does not exist" if not path.parent.exists() else
-                         f"{path}: {path.parent} is not a directory")
+    check_parent_directory(path)
     frames = sequence_frames(path)
     for frame in frames:
         if frame.is_dir():
