@@ -195,6 +195,9 @@ def save_model_dir(model: torch.nn.Module, config: Any, directory: str | Path) -
         (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
+        # safetensors writes 0600; give the file a plain open()'s mode (0666 less the umask, which
+        # mkdir applied to the new folder: read without os.umask's process-wide set-and-restore)
+        os.chmod(tmp / WEIGHTS_NAME, tmp.stat().st_mode & 0o666)
     return directory
 
 
