@@ -45,7 +45,7 @@ def test_huge_threshold_reuses_the_first_steps_deep_features():
     x1, x2 = torch.randn(2, 2, 4, 4, 8, 8, generator=g)
     ctx = torch.randn(2, 7, 24, generator=g)
     t1, t2 = torch.tensor([900, 900]), torch.tensor([700, 700])
-    with unet.step_cache(1e9) as cache:
+    with unet.step_cache(1e9, exact_above=1e9) as cache:
         unet(x1, t1, ctx)
         out = unet(x2, t2, ctx)
     assert (cache.calls, cache.skipped) == (2, 1)
@@ -66,14 +66,14 @@ def test_huge_threshold_reuses_the_first_steps_deep_features():
 
 def test_every_step_after_the_first_is_skipped_and_runs_do_not_share():
     unet = model()
-    with unet.step_cache(1e9) as cache:
+    with unet.step_cache(1e9, exact_above=1e9) as cache:
         first = run(unet, seed=0)
         second = run(unet, seed=1)  # a new run (the timestep rises again): computed afresh
         again = run(unet, seed=0)
         longer = run(unet, seed=0, frames=3)  # another shape: afresh too
     assert cache.calls == 4 * STEPS and cache.skipped == 4 * (STEPS - 1)
     assert torch.equal(first, again)
-    with unet.step_cache(1e9):
+    with unet.step_cache(1e9, exact_above=1e9):
         assert torch.equal(run(unet, seed=1), second)
         assert torch.equal(run(unet, seed=0, frames=3), longer)
     assert not torch.allclose(first, run(unet, seed=0), atol=1e-4)
@@ -84,7 +84,7 @@ def test_more_skipping_with_a_higher_threshold_and_further_from_exact():
     exact = run(unet)
     skipped, errors = [], []
     for threshold in (0.0, 0.05, 0.2, 1e9):
-        with unet.step_cache(threshold) as cache:
+        with unet.step_cache(threshold, exact_above=1e9) as cache:
             errors.append(float((run(unet) - exact).abs().mean()))
         skipped.append(cache.skipped)
     assert skipped == sorted(skipped) and skipped[0] == 0 and skipped[-1] == STEPS - 1
@@ -96,6 +96,22 @@ def test_more_skipping_with_a_higher_threshold_and_further_from_exact():
 def test_bad_threshold_is_refused(threshold):
     with pytest.raises(ValueError, match="step cache threshold"):
         StepCache(threshold)
+    with pytest.raises(ValueError, match="step cache exact_above"):
+        StepCache(0.1, exact_above=threshold)
+
+
+def test_steps_above_exact_above_are_always_computed():
+    unet = model()
+    exact = run(unet)
+    with unet.step_cache(1e9, exact_above=1000.0) as cache:  # every timestep is <= 999
+        skip_all = run(unet)
+    assert cache.skipped == STEPS - 1
+    with unet.step_cache(1e9, exact_above=0.0) as cache:  # every timestep is above 0: all exact
+        assert torch.equal(run(unet), exact)
+    assert cache.skipped == 0
+    with unet.step_cache(1e9, exact_above=500.0) as cache:  # DDIM trailing, 6 steps: 999, 832, 666, 499, ...
+        partly = run(unet)
+    assert cache.skipped == 3 and not torch.equal(partly, skip_all)
 
 
 def test_nested_blocks_are_refused():
