@@ -1,7 +1,7 @@
 """Step caching (``VideoUNet.step_cache``) measured: speed-up against fidelity to the exact output.
 
-    python benchmarks/step_cache.py [--pipeline DIR] [--prompts 24] [--thresholds 0.08 0.1 0.15 0.2]
-                                    [--steps 25] [--reference-steps 50] [--out benchmarks/step_cache.json]
+    python benchmarks/step_cache.py [--pipeline DIR] [--prompts 24] [--thresholds 0.1 0.15 0.2 0.3]
+                                    [--exact-above 700] [--steps 25] [--reference-steps 50] [--out benchmarks/step_cache.json]
 
 The shipped pipeline (or ``--pipeline``), keyframes only (no interpolation, no super-resolution),
 its default scheduler and guidance, ``--steps`` steps, one thread (``torch.set_num_threads(1)``:
@@ -38,7 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped one)")
     parser.add_argument("--prompts", type=int, default=24)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.08, 0.1, 0.15, 0.2])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.15, 0.2, 0.3])
+    parser.add_argument("--exact-above", type=float, default=700.0,
+                        help="timesteps above this are always computed (StepCache's exact_above)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--reference-steps", type=int, default=50, help="steps of the reference (0: none)")
     parser.add_argument("--out", default="benchmarks/step_cache.json")
@@ -71,7 +73,7 @@ def main() -> None:
             if v is None:
                 out = generate(prompt, i)
             else:
-                with pipe.unet.step_cache(v) as cache:
+                with pipe.unet.step_cache(v, args.exact_above) as cache:
                     out = generate(prompt, i)
                 calls[v] += cache.calls
                 skipped[v] += cache.skipped
@@ -102,6 +104,7 @@ def main() -> None:
         })
     report = {
         "machine": machine(), "threads": torch.get_num_threads(), "prompts": len(prompts), "steps": args.steps,
+        "exact_above": args.exact_above,
         "scheduler": pipe.defaults.scheduler, "guidance": pipe.defaults.guidance,
         "uncached_median_s": round(float(np.median(times[None])), 3), "reference_steps": args.reference_steps,
         "uncached_psnr_vs_reference_median_db": round(float(np.median(
@@ -109,7 +112,8 @@ def main() -> None:
         "uncached": {k: exact_scores[k] for k in ("color_acc", "shape_acc", "direction_acc")},
         "cached": rows,
     }
-    print(f"\n{report['machine']}; {len(prompts)} prompts, {args.steps} steps, keyframes only; "
+    print(f"\n{report['machine']}; {len(prompts)} prompts, {args.steps} steps, keyframes only, exact above "
+          f"t={args.exact_above:g}; "
           f"uncached median {report['uncached_median_s']} s; uncached accuracies color "
           f"{exact_scores['color_acc']:.3f} shape {exact_scores['shape_acc']:.3f} "
           f"direction {exact_scores['direction_acc']:.3f}")
