@@ -18,7 +18,8 @@ figures is preceded by an HTML comment, invisible when rendered:
   holds one number per EXPR, in order. ``{row}`` in an EXPR is the row's first cell without
   markup. ``text`` instead of EXPRs: the cell's numbers are not measurements (targets,
   settings) and are not checked.
-* EXPR is a key path into the JSON (dots between keys; keys may contain spaces), ``-EXPR``,
+* EXPR is a key path into the JSON (dots between keys, a list's item by its index; keys may
+  contain spaces), ``-EXPR``,
   or one of ``mean(path)``, ``sem(path)`` (standard error of the mean, ddof 1) of a list, or
   ``diff(a, b)``, ``diff_sem(a, b)``: the mean and its standard error of the per-item
   differences a - b (paired comparisons).
@@ -117,6 +118,9 @@ def _lookup(data: dict, path: str):
     else:
         raise KeyError(f"{path!r} needs a file prefix (one of {sorted(files)})")
     for key in path.split("."):
+        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]  # a list's item by index: rows of a sweep
+            continue
         if not isinstance(value, dict) or key not in value:
             raise KeyError(f"no key {key!r} on the way to {path!r}")
         value = value[key]

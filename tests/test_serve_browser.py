@@ -95,7 +95,8 @@ def fill_job(page, prompt: str, steps: int, frames: int = 4) -> None:
 
 def run_long_job(server: str) -> str:
     """A job that holds the worker until cancelled; returns its id once it runs."""
-    job = httpx.post(f"{server}/api/jobs", json={"prompt": "a long job", "num_frames": 2, "steps": 100000}).json()
+    # 1,000 steps (the schedule's length, the most a job may ask) hold a tiny model long enough
+    job = httpx.post(f"{server}/api/jobs", json={"prompt": "a long job", "num_frames": 2, "steps": 1000}).json()
     with httpx.stream("GET", f"{server}/api/jobs/{job['id']}/events", timeout=60) as events:
         for line in events.iter_lines():
             if '"status": "running"' in line:
