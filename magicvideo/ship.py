@@ -16,7 +16,7 @@ given wall-clock figures; records and figures already in TARGET's (or the base's
 are kept unless RUN has them again (with ``keep_previous``, the earlier record of a stage that
 RUN trained on goes to STAGE_round1, STAGE_round2, ...). The measured figures beside a pipeline
 stay while they still describe it: eval_metrics.json (the keyframe evaluation) while the keyframe
-weights are the same, cascade_metrics.json while both cascade stages are there; MODEL_CARD.md and
+and VAE weights are the same, cascade_metrics.json while those and both cascade stages' are; MODEL_CARD.md and
 vocabulary.json always stay (from TARGET, else the base). TARGET is
 replaced atomically, and may be the base itself.
 """
@@ -40,8 +40,24 @@ CARRIED_DOCS = ("MODEL_CARD.md", "vocabulary.json")
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a stage's metrics.jsonl."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a stage's metrics.jsonl; a file without its start record or any step
+    record (a run cut before its first log) is an error that names it."""
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found (the run's metrics: the noise schedule is read from it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not JSON lines ({err})") from None
+    if not any(r.get("event") == "start" for r in records) or not any("step" in r for r in records):
+        raise ValueError(f"{path}: no start record or no step record (a run cut before its first log?)")
+    return records
+
+
+WEIGHTS = "model.safetensors"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
 
 
 def ship_pipeline(run: str | Path, target: str | Path, base: str | Path | None = None,
@@ -108,14 +124,13 @@ def ship_pipeline(run: str | Path, target: str | Path, base: str | Path | None =
     with atomic_directory(target) as staging:  # the old target stays readable until the new one replaces it
         pipe.save_pretrained(staging)
         (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        weights = "keyframe/model.safetensors"  # the keyframe evaluation holds while the keyframe model is the same
-        old_eval = target / "eval_metrics.json"
-        if old_eval.is_file() and (target / weights).is_file() and \
-                (target / weights).read_bytes() == (staging / weights).read_bytes():
+        old_eval = target / "eval_metrics.json"  # the keyframe evaluation holds while the models it ran are the same
+        if old_eval.is_file() and all(_same_file(target / stage / WEIGHTS, staging / stage / WEIGHTS)
+                                      for stage in ("keyframe", "vae")):
             shutil.copy2(old_eval, staging / old_eval.name)
         old_cascade = target / "cascade_metrics.json"  # figures of the cascade stages (magicvideo.evaluation.cascade)
-        if old_cascade.is_file() and all((target / stage).is_dir() and (staging / stage).is_dir()
-                                         for stage in ("interpolation", "sr")):
+        if old_cascade.is_file() and all(_same_file(target / stage / WEIGHTS, staging / stage / WEIGHTS)
+                                         for stage in ("keyframe", "vae", "interpolation", "sr")):
             shutil.copy2(old_cascade, staging / old_cascade.name)
         for doc in CARRIED_DOCS:  # what describes the pipeline rather than its weights stays with it
             source = next((d / doc for d in (target, base) if d is not None and (d / doc).is_file()), None)

@@ -345,3 +345,40 @@ def test_serve_help_and_its_checks_import_neither_torch_nor_fastapi():
     help_text = subprocess.run([sys.executable, "-m", "magicvideo", "serve", "--help"], capture_output=True,
                                text=True, check=True).stdout
     assert "--token" in help_text and "--outputs" in help_text and "--queue-size" in help_text
+
+
+def test_a_record_that_cannot_be_written_fails_its_job_not_the_worker(pipe, tmp_path, monkeypatch):
+    """Disk full while a job ends: that job fails with the reason, its video is removed, and the
+    worker goes on to the next job; a submit that cannot be recorded is 503, not a traceback."""
+    original, calls = JobRunner._write, []
+
+    def flaky_write(self, job):
+        calls.append(job.status)
+        if job.status == "done" and len(calls) <= 4:  # the first job's final record
+            raise OSError(28, "No space left on device")
+        original(self, job)
+
+    monkeypatch.setattr(JobRunner, "_write", flaky_write)
+    with serving(pipe, tmp_path) as client:
+        first = submit(client, prompt="a red circle moving right", num_frames=2, steps=1)
+        ended = wait_until(client, first["id"], lambda s: s["status"] in ("done", "failed"))
+        assert ended["status"] == "failed" and "No space left on device" in ended["error"]
+        assert not (tmp_path / f"{first['id']}.mp4").exists()
+        second = submit(client, prompt="a blue square moving up", num_frames=2, steps=1)
+        assert wait_until(client, second["id"], lambda s: s["status"] in ("done", "failed"))["status"] == "done"
+
+        monkeypatch.setattr(JobRunner, "_write", lambda self, job: (_ for _ in ()).throw(OSError(28, "No space")))
+        refused = client.post("/api/jobs", json={"prompt": "a red circle", "num_frames": 2, "steps": 1})
+        assert refused.status_code == 503 and "cannot write under --outputs" in refused.json()["detail"]
+
+
+def test_the_info_call_loads_no_optional_stage(tmp_path):
+    """The page's first call (/api/info) says which stages exist without loading their weights
+    (from_pretrained defers them to their first use)."""
+    from magicvideo.pipeline import MagicVideoPipeline
+
+    shipped = MagicVideoPipeline.from_pretrained()
+    with serving(shipped, tmp_path) as client:
+        stages = client.get("/api/info").json()["stages"]
+    assert stages == {"interpolation": True, "super-resolution": True}
+    assert set(shipped._loaders) == {"interpolation", "sr"}  # still deferred

@@ -83,6 +83,14 @@ def test_ship_errors_name_what_is_missing(pipeline_dir, tmp_path, capsys):
     assert "--wall x_wall_s: seconds must be a number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
+    _keyframe_run(tmp_path / "cut", pipeline_dir, seed=1, lr=1e-4)  # a run cut before its first log
+    metrics = tmp_path / "cut" / "keyframe_object" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    assert cli_main(["ship", str(tmp_path / "cut"), str(tmp_path / "out"), "--base", str(pipeline_dir)]) == 2
+    assert "metrics.jsonl: no start record or no step record" in capsys.readouterr().err
+    metrics.unlink()  # no metrics: the base's schedule
+    assert cli_main(["ship", str(tmp_path / "cut"), str(tmp_path / "out"), "--base", str(pipeline_dir)]) == 0
+
 
 def test_average_weights_interpolates_two_trainings_and_refuses_two_models(pipeline_dir, tmp_path, capsys):
     a = VideoUNet.from_pretrained(pipeline_dir / "keyframe")

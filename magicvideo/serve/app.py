@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 
 from .. import __version__
-from .jobs import FINISHED, ID_PATTERN, JobRunner, QueueFull
+from .jobs import FINISHED, ID_PATTERN, JobRunner, QueueFull, Unavailable
 from .options import FIELDS, KINDS, SOURCE_FIELD, RequestError, Upload, request_schema, resolve
 
 STATIC = Path(__file__).parent / "static"
@@ -137,7 +137,7 @@ def create_app(runner: JobRunner, token: str | None = None, max_upload_bytes: in
 
         return {"version": __version__, "kinds": list(KINDS), "schedulers": list(SCHEDULERS),
                 "frame_size": pipe.frame_size, "max_frames": pipe.unet.config.max_frames,
-                "stages": {"interpolation": pipe.interpolation is not None, "super-resolution": pipe.sr is not None},
+                "stages": {"interpolation": pipe.has_stage("interpolation"), "super-resolution": pipe.has_stage("sr")},
                 "defaults": dataclasses.asdict(pipe.defaults),
                 "limits": {"queue": runner.max_queue, "upload_bytes": max_upload_bytes}}
 
@@ -184,6 +184,8 @@ def create_app(runner: JobRunner, token: str | None = None, max_upload_bytes: in
             raise HTTPException(422, str(err)) from None
         except QueueFull as err:
             raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from None
+        except Unavailable as err:
+            raise HTTPException(503, str(err)) from None
         return JSONResponse(_public(snap), status_code=202, headers={"Location": f"/api/jobs/{snap['id']}"})
 
     @app.get("/api/jobs", dependencies=[Depends(api_auth)], summary="Every job, newest first")

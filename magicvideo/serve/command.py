@@ -64,7 +64,7 @@ def serve(args: argparse.Namespace) -> int:
         pipe = MagicVideoPipeline.from_pretrained(args.pipeline, device=args.device)
         runner = JobRunner(pipe, outputs, max_queue=args.queue_size)
         app = create_app(runner, token=token, max_upload_bytes=int(args.max_upload_mb * 2 ** 20),
-                         allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+                         allowed_hosts=(*LOOPBACK_HOSTS, args.host) if loopback else None)
         if not loopback:
             print(f"magicvideo serve: warning: listening on {args.host}, reachable from other machines; every API "
                   "call needs the token (plain HTTP: use it only on a network you trust, or behind TLS)",

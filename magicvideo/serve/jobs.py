@@ -52,6 +52,11 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class Unavailable(Exception):
+    """The server cannot take a job now for a reason of its own (its outputs folder cannot be
+    written): answered 503."""
+
+
 class Cancelled(Exception):
     """Raised from the progress callback to stop a job whose cancel flag is set."""
 
@@ -125,6 +130,19 @@ class JobRunner:
         with atomic_file(self.outputs / f"{job.id}.json") as tmp:
             tmp.write_text(json.dumps(job.record(), indent=1) + "\n")
 
+    def _recorded(self, job: Job) -> bool:
+        """``_write`` from the worker: a record that cannot be written (disk full, folder gone)
+        fails the job in memory, with the reason, instead of ending the worker thread."""
+        try:
+            self._write(job)
+            return True
+        except OSError as err:
+            log.error("job %s: cannot write its record under %s: %s", job.id, self.outputs, err)
+            job.status, job.error = "failed", f"cannot write under --outputs: {err.strerror or err}"
+            job.finished, job.spec = time.time(), None
+            (self.outputs / f"{job.id}.mp4").unlink(missing_ok=True)  # no video without its record
+            return False
+
     def _recover(self) -> None:
         """Load the history; a job the last server left queued or running is failed, and
         whatever it may have left (a finished video not yet recorded, a temporary file) goes."""
@@ -171,7 +189,10 @@ class JobRunner:
                 wait = max(1, min(60, math.ceil(self._mean_job_s)))
                 raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); try again in {wait} s", wait)
             job = Job(id=secrets.token_hex(8), kind=spec.kind, settings=spec.settings, created=time.time(), spec=spec)
-            self._write(job)
+            try:
+                self._write(job)
+            except OSError as err:
+                raise Unavailable(f"cannot write under --outputs: {err.strerror or err}") from None
             self._jobs[job.id] = job
             self._queue.append(job)
             self._lock.notify_all()
@@ -259,7 +280,7 @@ class JobRunner:
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         """Record a job's end (lock held)."""
         job.status, job.error, job.finished, job.spec = status, error, time.time(), None
-        self._write(job)
+        self._recorded(job)
         self._publish(job)
 
     def _progress(self, job: Job) -> Callable[[str, int, int], None]:
@@ -281,9 +302,14 @@ class JobRunner:
                     return
                 job = self._running = self._queue.popleft()
                 job.status, job.started = "running", time.time()
-                self._write(job)  # "running" on disk before any compute: a kill from here is a failed job
+                # "running" on disk before any compute: a kill from here is a failed job
+                written = self._recorded(job)
+                if not written:
+                    self._running = None
                 self._publish(job)
                 self._publish_queue()
+            if not written:
+                continue
             status, error = "done", None
             try:
                 if job.cancel.is_set():

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..cli import _nonnegative_float, _positive_float, _positive_int, _strength
+from ..cli import SAMPLING_SEED_BITS, _nonnegative_float, _positive_float, _positive_int, _seed, _strength
 
 KINDS = ("generate", "animate", "vary", "edit")
 UPLOADS = {"animate": "an image", "vary": "a video", "edit": "a video"}  # the source each kind needs
@@ -31,13 +32,6 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 class RequestError(ValueError):
     """A request the CLI would refuse: answered 422 with this one-line message."""
-
-
-def _integer(text: str) -> int:  # `--seed`'s type=int
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,7 @@ FIELDS: dict[str, Field] = {
     "kind": Field(None, "string", _ALL, f"one of {', '.join(KINDS)} (default generate)"),
     "prompt": Field(None, "string", ("generate", "animate", "edit"),
                     "the text prompt (animate: optional, added to the image's condition; edit: the new prompt)"),
-    "seed": Field(_integer, "integer", _ALL, "random seed (default 0)"),
+    "seed": Field(_seed(SAMPLING_SEED_BITS), "integer", _ALL, "random seed (default 0)"),
     "fps": Field(_positive_float, "number", _ALL,
                  "frame rate the motion is generated at (default: the pipeline's; vary / edit: the source's)"),
     "steps": Field(_positive_int, "integer", _ALL, "denoising steps (default: the pipeline's)"),
@@ -182,6 +176,16 @@ class JobSpec:
         return pipe.edit(self.source, s["prompt"], strength=s["strength"], source=s["source"], **common)
 
 
+# one upload decoded at a time: a small, highly compressed video may decode to up to DECODE_BUDGET
+# bytes of frames, so parallel requests must not multiply that
+_DECODING = threading.BoundedSemaphore(1)
+
+
+def _decode(upload: Upload, reader: Callable):
+    with _DECODING:
+        return upload.decode(reader)
+
+
 def resolve(pipe, raw: Mapping[str, Any], upload: Upload | None = None) -> JobSpec:
     """A request's fields (and upload) -> a JobSpec, or RequestError with the CLI's message."""
     from ..video_io import read_image
@@ -226,9 +230,9 @@ def resolve(pipe, raw: Mapping[str, Any], upload: Upload | None = None) -> JobSp
         settings.update(check("image" if prompt is None else prompt, num_frames, v["fps"], image_condition=True),
                         num_frames=num_frames, anchor=True if v["anchor"] is None else v["anchor"],
                         source=upload.name)
-        source = _fit(upload.decode(read_image)[None], pipe.frame_size, upload.name)[0]
+        source = _fit(_decode(upload, read_image)[None], pipe.frame_size, upload.name)[0]
     else:
-        frames, source_fps = upload.decode(_read_video_bounded)
+        frames, source_fps = _decode(upload, _read_video_bounded)
         fps = source_fps if v["fps"] is None else v["fps"]  # the source's own rate drives the fps embedding
         default_strength = pipe.defaults.vary_strength if kind == "vary" else pipe.defaults.edit_strength
         strength = default_strength if v["strength"] is None else v["strength"]
