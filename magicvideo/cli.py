@@ -474,13 +474,13 @@ def cmd_cache_latents(args: argparse.Namespace) -> int:
     from .data.video_folder import CAPTION_FILES
     from .latent_cache import write_latent_cache
     from .models.encoders import load_encoder
-    from .stages import StageOptions, _dataset, _load_vae
+    from .stages import StageOptions, load_vae, training_dataset
 
     options = StageOptions(preset=args.preset, seed=args.seed, domain=args.domain, data=args.data,
                            strides=tuple(args.strides), num_frames=args.num_frames)
     labeled = args.data is None or any((Path(args.data) / n).is_file() for n in CAPTION_FILES)
-    data = _dataset(options, num_frames=args.num_frames, labeled=labeled)
-    vae = _load_vae(args.vae).eval()  # as in training: our model directory or SD VAE weights
+    data = training_dataset(options, num_frames=args.num_frames, labeled=labeled)
+    vae = load_vae(args.vae).eval()  # as in training: our model directory or SD VAE weights
     encoder = load_encoder(args.encoder).eval()
     source = {"data": args.data or args.domain, "strides": args.strides, "num_frames": args.num_frames,
               "seed": args.seed, "vae": args.vae, "encoder": args.encoder}

@@ -31,9 +31,9 @@ def test_sd_folder_and_clip_train_unsupervised_then_on_captions(tmp_path, tiny_c
     before = unet_2d.state_dict()["conv_in.weight"]
     assert not torch.equal(unsup.state_dict()["conv_in.weight"], before)
     assert not torch.equal(text.state_dict()["conv_in.weight"], unsup.state_dict()["conv_in.weight"])
-    from magicvideo.stages import _load_vae
+    from magicvideo.stages import load_vae
     from magicvideo.models.encoders import load_encoder
 
-    pipe = MagicVideoPipeline(text, _load_vae(str(sd)), load_encoder(clip))
+    pipe = MagicVideoPipeline(text, load_vae(str(sd)), load_encoder(clip))
     video = pipe("a red circle moving right", num_frames=4, steps=2, progress=False)
     assert video.frames.shape == (4, 16, 16, 3)

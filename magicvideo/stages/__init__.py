@@ -59,9 +59,6 @@ def build_stage(name: str, options: StageOptions) -> Stage:
     return BUILDERS[name](options)
 
 
-# Older names, still imported by cli.py (cache-latents) and tests/test_sd_init.py.
-_dataset, _load_vae = training_dataset, load_vae
-
 __all__ = ["BUILDERS", "StageOptions", "batch_items", "build_stage", "interpolation_stage", "keyframe_stage",
            "latent_object_weights", "lit_stage", "load_unet", "load_vae", "object_crop", "object_weights",
            "preview_frames", "reconstruction_loss", "resolve_device", "sr_frame_pair", "sr_stage", "to_device",
