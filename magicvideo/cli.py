@@ -255,6 +255,8 @@ def _refuse_input_as_output(source: str, outputs: list) -> None:
 
 
 def _write(args: argparse.Namespace, video, path, start: float) -> None:
+    """Write ``video`` (a ``VideoOutput``, or a ``VideoStream`` computed here, window by window,
+    as its frames are written: a long video never sits whole in memory)."""
     from .video_io import write_video
 
     path = write_video(video.frames, path, fps=video.fps, overwrite=args.overwrite)
@@ -279,10 +281,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
-    with _step_caching(pipe, args):
-        video = pipe(args.prompt, num_frames=args.num_frames, context_frames=args.context_frames,
+    with _step_caching(pipe, args):  # the frames are computed while they are written
+        video = pipe(args.prompt, num_frames=args.num_frames, context_frames=args.context_frames, stream=True,
                      **_stage_flags(args))
-    _write(args, video, args.output, start)
+        _write(args, video, args.output, start)
     return 0
 
 
@@ -301,10 +303,10 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
     pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
     _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
-    with _step_caching(pipe, args):
+    with _step_caching(pipe, args):  # the frames are computed while they are written
         video = pipe.animate(image, prompt=args.prompt, num_frames=args.num_frames, anchor=not args.no_anchor,
-                             source=args.image, **_stage_flags(args))
-    _write(args, video, args.output, start)
+                             source=args.image, stream=True, **_stage_flags(args))
+        _write(args, video, args.output, start)
     return 0
 
 
@@ -560,8 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     gen.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16,
                      help="keyframes (default %(default)s); interpolation makes 4n-3 output frames. Above the "
-                          "model's 16, "
-                          "a long video is made in windows")
+                          "model's 16, a long video is made in windows, each written to the output as it is done "
+                          "(memory stays flat in the length)")
     gen.add_argument("--context-frames", type=_int_in(1, MAX_KEYFRAMES), default=None,
                      help="long videos: frames each window continues from (default: half a window)")
     sampling_flags(gen, f"the pipeline's, {defaults.fps:g}")

@@ -23,8 +23,9 @@ not wait for them. Every generating entry point takes ``on_progress(stage, step,
 ``MagicVideoPipeline.from_pretrained()`` with no path loads the embedded default that ships
 inside the package (tiny models made by ``scripts/recipe_shapes.sh``).
 
-One class of ~530 lines: files, request checks, the cascade and the three applications
-(animate, vary, edit) share the stages and the checks, and read best together.
+One class of ~550 lines: files, request checks, the keyframe windows and the three applications
+(animate, vary, edit) share the stages and the checks, and read best together; the cascade after
+the keyframes, window by window, is magicvideo/cascade.py.
 """
 from __future__ import annotations
 
@@ -32,14 +33,14 @@ import dataclasses
 import json
 import math
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 
+from .cascade import VideoOutput, VideoStream, cascade_stream, keyframe_plan
 from .config import SCHEDULERS, Scheduler, SRUNetConfig, VideoUNetConfig, config_from_dict
 from .diffusion import NoiseSchedule, add_noise, guided, sample
 from .files import check_json_numbers
@@ -57,12 +58,6 @@ PIPELINE_FILE = "pipeline.json"
 REQUIRED_STAGES = ("keyframe", "vae", "encoder")
 OPTIONAL_STAGES = ("interpolation", "sr")
 MAX_KEYFRAMES = 1024  # long videos: windows of the model's max_frames, each continuing the last
-
-
-@dataclass
-class VideoOutput:
-    frames: np.ndarray  # uint8 (T, H, W, 3)
-    fps: float
 
 
 def _start_step(steps: int, strength: float) -> int:
@@ -347,59 +342,54 @@ class MagicVideoPipeline:
         upscale: bool | None = None,
         context_frames: int | None = None,
         on_progress: OnProgress | None = None,
-    ) -> VideoOutput:
+        stream: bool = False,
+    ) -> VideoOutput | VideoStream:
         """``num_frames`` keyframes at ``fps``; with interpolation the output has
         ``num_frames + 3 * (num_frames - 1)`` frames at 4x the fps, with super-resolution 4x
         the side. ``fps``, ``steps``, ``guidance``, ``scheduler``: None = the pipeline's
         ``defaults`` (a ``SamplingOptions``). ``interpolate`` / ``upscale``: None = run the stage
         when the pipeline has it. More keyframes than the model's ``max_frames`` make a long
         video: windows of ``max_frames``, each continuing from the last ``context_frames``
-        (default half a window) of the one before.
+        (default half a window) of the one before; each window goes through the whole cascade
+        before the next is sampled (magicvideo/cascade.py), so memory stays flat in the length.
+
+        ``stream=True`` returns a ``VideoStream`` at once (the request checked, nothing computed):
+        iterating its ``frames`` computes the video, yielding each window's frames (uint8 (n, H,
+        W, 3)) as they are done; ``write_video`` writes them as they come. Its frames, put
+        together, are what ``stream=False`` returns.
 
         ``callback(i, t, latents)``: after each keyframe denoising step. ``on_progress(stage,
         step, total)``: after step ``step`` (1-based) of the ``total`` of each stage, in order
         "keyframes" (every denoising step, all windows counted together), "decoding" (the
         VideoVAE: 1 of 1, or with interpolation 1 of 2 for the keyframes, whose pixels
         condition it, then 2 of 2 for every frame), "interpolation" (every denoising step) and
-        "super-resolution" (every denoising step of every batch of frames). An exception
+        "super-resolution" (every denoising step of every batch of frames). A long video runs
+        these stages once a window, in that order; each stage's steps are numbered on across
+        windows, against the whole video's total (decoding: 1 or 2 a window). An exception
         raised by it stops the generation there and propagates (a server cancels a job so)."""
         r = self.resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames,
                          seed=seed)
         cond = self.encoder.encode_text([prompt])
-        latents = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+        plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(context_frames))
+        windows = self.keyframe_windows(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
                                         callback, context_frames=context_frames, on_progress=on_progress)
-        return self.render(latents, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress, on_progress)
+        video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
+                               on_progress)
+        return video if stream else video.collect()
 
     def render(self, latents: torch.Tensor, fps: float, seed: int = 0, scheduler: Scheduler = "dpm",
                interpolate: bool = False, upscale: bool = False, progress: bool = False,
                on_progress: OnProgress | None = None) -> VideoOutput:
         """Keyframe latents (1, C, F, h, w) -> frames: VideoVAE decode, then the optional
-        interpolation (4x the frames and the fps) and super-resolution stages. ``on_progress``:
+        interpolation (4x the frames and the fps) and super-resolution stages, all keyframes in
+        one pass (the cascade of magicvideo/cascade.py with a single window). ``on_progress``:
         its "decoding", "interpolation" and "super-resolution" stages, as in ``__call__``."""
-        d = self.defaults
-        decodes = 2 if interpolate else 1
-        video = self.vae.decode(latents)
-        if on_progress is not None:
-            on_progress("decoding", 1, decodes)
-        out_fps = fps
-        if interpolate:
-            from .interpolate import FPS_FACTOR, interpolate_latents
+        return cascade_stream(self, [(0, latents)], [latents.shape[2]], fps, seed, scheduler, interpolate, upscale,
+                              progress, on_progress).collect()
 
-            latents = interpolate_latents(self.interpolation, latents, video, self.encoder, fps, self.schedule,
-                                          steps=d.interpolation_steps, guidance=d.interpolation_guidance, seed=seed,
-                                          scheduler=scheduler, progress=progress, on_progress=on_progress)
-            video = self.vae.decode(latents)
-            if on_progress is not None:
-                on_progress("decoding", 2, decodes)
-            out_fps = fps * FPS_FACTOR
-        frames = video[0].transpose(0, 1)  # (T, 3, H, W)
-        if upscale:
-            from .models.sr_unet import upscale_video
-
-            frames = upscale_video(self.sr, frames, self.sr_schedule, seed=seed, progress=progress,
-                                   on_progress=on_progress, **self.sr_settings())
-        pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return VideoOutput(frames=pixels, fps=out_fps)
+    def _context(self, context_frames: int | None) -> int:
+        """Keyframes a window of a long video continues from (None: half a window)."""
+        return self.unet.config.max_frames // 2 if context_frames is None else context_frames
 
     def generate_latents(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
                          seed: int, scheduler: Scheduler, progress: bool = False,
@@ -416,28 +406,41 @@ class MagicVideoPipeline:
         each window edits its own frames of it, continuing from the edited frames before.
         ``callback(i, t, latents)`` after every denoising step of every window;
         ``on_progress("keyframes", step, total)`` likewise, counting the windows' steps together."""
-        window = self.unet.config.max_frames
-        context = window // 2 if context_frames is None else context_frames
-        windows = 1 if num_frames <= window else 1 + math.ceil((num_frames - window) / (window - context))
+        return torch.cat([new for _, new in self.keyframe_windows(
+            cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback, init, strength, known,
+            context_frames, on_progress)], dim=2)
+
+    def keyframe_windows(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
+                         seed: int, scheduler: Scheduler, progress: bool = False,
+                         callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                         init: torch.Tensor | None = None, strength: float = 1.0,
+                         known: torch.Tensor | None = None, context_frames: int | None = None,
+                         on_progress: OnProgress | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``generate_latents`` a window at a time, sampled as it is iterated: yields ``(first,
+        latents)``, the index of the window's first new keyframe and its new keyframe latents
+        (B, C, n, h, w). A window after the first continues from the last ``context_frames``
+        keyframes (all it keeps of the ones before) and draws its noise from ``seed + first``."""
+        context = self._context(context_frames)
+        plan = keyframe_plan(num_frames, self.unet.config.max_frames, context)
         steps_per_window = steps if init is None else steps - min(_start_step(steps, strength), steps)
-        callback = count_steps(on_progress, "keyframes", windows * steps_per_window, callback)
-        if num_frames <= window:
-            return self._denoise_window(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback,
-                                        init, strength, known)
+        callback = count_steps(on_progress, "keyframes", len(plan) * steps_per_window, callback)
 
         def part(start: int, stop: int) -> torch.Tensor | None:
             return None if init is None else init[:, :, start:stop]
 
-        out = self._denoise_window(cond, window, fps, steps, guidance, seed, scheduler, progress, callback,
-                                   part(0, window), strength, known)
-        while out.shape[2] < num_frames:
-            done = out.shape[2]
-            new = min(window - context, num_frames - done)
-            nxt = self._denoise_window(cond, context + new, fps, steps, guidance, seed + done, scheduler, progress,
-                                       callback, part(done - context, done + new), strength,
-                                       out[:, :, done - context:])
-            out = torch.cat([out, nxt[:, :, context:]], dim=2)
-        return out
+        first, tail = 0, None  # tail: the last `context` keyframes made so far
+        for new in plan:
+            if tail is None:
+                out = self._denoise_window(cond, new, fps, steps, guidance, seed, scheduler, progress, callback,
+                                           part(0, new), strength, known)
+            else:
+                out = self._denoise_window(cond, context + new, fps, steps, guidance, seed + first, scheduler,
+                                           progress, callback, part(first - context, first + new), strength,
+                                           tail)[:, :, context:]
+            yield first, out
+            tail = out if tail is None else torch.cat([tail, out], dim=2)
+            tail = tail[:, :, -context:]
+            first += new
 
     def _denoise_window(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
                         seed: int, scheduler: Scheduler, progress: bool,
@@ -494,11 +497,11 @@ class MagicVideoPipeline:
                 steps: int | None = None, guidance: float | None = None, seed: int = 0,
                 scheduler: Scheduler | None = None, anchor: bool = True, progress: bool = True,
                 interpolate: bool | None = None, upscale: bool | None = None, source: str = "image",
-                on_progress: OnProgress | None = None) -> VideoOutput:
+                on_progress: OnProgress | None = None, stream: bool = False) -> VideoOutput | VideoStream:
         """Image-to-video: the image's embedding is the condition (what unsupervised
         pretraining taught), with the prompt's tokens appended when one is given; ``anchor``
         holds the first frame to the image's latent. image: uint8 (H, W, 3). ``guidance``
-        None: the pipeline's ``image_guidance``. ``on_progress``: as in ``__call__``."""
+        None: the pipeline's ``image_guidance``. ``on_progress``, ``stream``: as in ``__call__``."""
         r = self.resolve("image" if prompt is None else prompt, num_frames, fps, steps, guidance, scheduler,
                           interpolate, upscale, default_guidance=self.defaults.image_guidance, seed=seed)
         if np.asarray(image).ndim != 3:
@@ -508,9 +511,12 @@ class MagicVideoPipeline:
         if prompt is not None:
             cond = torch.cat([cond, self.encoder.encode_text([prompt]).to(cond.dtype)], dim=1)
         known = self.vae.encode(pixels) if anchor else None
-        latents = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+        plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(None))
+        windows = self.keyframe_windows(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
                                         known=known, on_progress=on_progress)
-        return self.render(latents, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress, on_progress)
+        video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
+                               on_progress)
+        return video if stream else video.collect()
 
     @torch.no_grad()
     def vary(self, video: np.ndarray, n: int = 4, strength: float | None = None, fps: float | None = None,

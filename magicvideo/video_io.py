@@ -1,9 +1,12 @@
 """Read and write videos: mp4 (H.264, yuv420p, via PyAV), gif and png frames (via Pillow).
 
-Frames are uint8 arrays ``(T, H, W, 3)``. Writes are atomic: the file is written next to
-its destination as ``.{name}.tmp-{pid}`` and renamed at the end, so a failure or a kill never
-leaves a partial video behind, and the next write to the same path removes what a SIGKILL
-left (see ``magicvideo.files``). A ``.png`` output is a numbered frame sequence
+Frames are uint8 arrays ``(T, H, W, 3)``; ``write_video`` also takes them as they are made,
+an iterable of such chunks (a long video's windows, ``MagicVideoPipeline(..., stream=True)``),
+and writes each as it comes: mp4 frames are encoded and png frames saved as they arrive (a GIF
+is kept until the end: Pillow writes one from all its frames). Writes are atomic: the file is
+written next to its destination as ``.{name}.tmp-{pid}`` and renamed at the end, so a failure
+or a kill never leaves a partial video behind, and the next write to the same path removes what
+a SIGKILL left (see ``magicvideo.files``). A ``.png`` output is a numbered frame sequence
 ``name_0000.png`` ...; a new sequence replaces every frame of an earlier one of that name,
 so sequences of two runs never mix.
 
@@ -13,12 +16,14 @@ images up to ``MAX_IMAGE_PIXELS`` and videos up to ``MAX_VIDEO_PIXELS`` decoded 
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 import warnings
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -80,15 +85,39 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def write_video(frames: np.ndarray, path: str | Path, fps: float, overwrite: bool = True) -> Path:
+def _frames_of(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The frames (H, W, 3) of chunks (n, H, W, 3) as they come, each chunk checked when it
+    arrives: uint8, frames of the first chunk's size, at least one frame in all."""
+    size = None
+    for chunk in chunks:
+        chunk = np.asarray(chunk)
+        if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
+            raise ValueError(f"frames must come as uint8 chunks (n, H, W, 3), got {chunk.dtype} {chunk.shape}")
+        if size is not None and chunk.shape[1:] != size:
+            raise ValueError(f"frames must all be {size[1]}x{size[0]}, a chunk has {chunk.shape[2]}x{chunk.shape[1]}")
+        size = chunk.shape[1:]
+        yield from chunk
+    if size is None:
+        raise ValueError("frames must be (T, H, W, 3) with T >= 1, got no frames")
+
+
+def write_video(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps: float,
+                overwrite: bool = True) -> Path:
     """Write ``frames`` to ``path`` (.mp4, .gif, or .png = a numbered frame sequence
     ``name_0000.png`` ...). Returns the path written (the first frame for a sequence).
+    ``frames``: uint8 (T, H, W, 3) (an array or a list of frames), or any other iterable of
+    uint8 chunks (n, H, W, 3), written as they come (see the module's docstring); the file
+    appears only when the last is written, and an exception from the iterable leaves nothing.
     ``overwrite=False``: refuse when the file (any frame of the sequence) exists."""
-    frames = _check_frames(frames)
+    whole = isinstance(frames, (np.ndarray, list, tuple))
+    if whole:
+        frames = _check_frames(frames)
     path = Path(path)
     check_fps(fps, path.suffix.lower())
     path = check_output_path(path, overwrite)
     ext = path.suffix.lower()
+    # an array is handed on as it is, chunks as a stream of frames: the encoders take either
+    frames = frames if whole else _frames_of(frames)
     if ext == ".png":
         return _write_png_frames(frames, path, overwrite)
     tmp = temp_path(path)
@@ -105,20 +134,22 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float, overwrite: boo
     return path
 
 
-def _write_mp4(frames: np.ndarray, path: str, fps: float) -> None:
+def _write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str, fps: float) -> None:
     encode_av(frames, path, fps, options={"crf": "18"})
 
 
-def encode_av(frames: np.ndarray, path: str, fps: float, container_format: str = "mp4", codec: str | None = None,
-              options: dict[str, str] | None = None, bit_rate: int | None = None) -> None:
-    """uint8 (T, H, W, 3) -> a yuv420p video file through PyAV. ``codec`` None: libx264 where
-    the PyAV build has it, else mpeg4."""
+def encode_av(frames: np.ndarray | Iterable[np.ndarray], path: str, fps: float, container_format: str = "mp4",
+              codec: str | None = None, options: dict[str, str] | None = None, bit_rate: int | None = None) -> None:
+    """uint8 frames (T, H, W, 3), or any iterable of frames (H, W, 3) of one size, encoded as
+    they come -> a yuv420p video file through PyAV. ``codec`` None: libx264 where the PyAV
+    build has it, else mpeg4."""
     import av
 
-    # yuv420p needs even sizes: pad by edge replication rather than distort
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("frames must be (T, H, W, 3) with T >= 1, got no frames")
+    h, w, _ = first.shape
     codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
     if codec == "libx264":
         # x264's macroblock-tree rate control reads uninitialised memory in its AVX-512 code (x264
@@ -129,27 +160,32 @@ def encode_av(frames: np.ndarray, path: str, fps: float, container_format: str =
         options = {"x264-params": "mbtree=0", **(options or {})}
     with av.open(path, mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        # yuv420p needs even sizes: pad by edge replication rather than distort
+        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
         stream.options = options or {}
         if bit_rate is not None:
             stream.bit_rate = bit_rate
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
+            if frame.shape[:2] != (h, w):
+                raise ValueError(f"frames must all be {w}x{h}, got one of {frame.shape[1]}x{frame.shape[0]}")
+            if h % 2 or w % 2:
+                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())
 
 
-def _write_gif(frames: np.ndarray, path: str, fps: float) -> None:
+def _write_gif(frames: Iterable[np.ndarray], path: str, fps: float) -> None:
     from PIL import Image
 
-    images = [Image.fromarray(f) for f in frames]
+    images = [Image.fromarray(f) for f in frames]  # all of them: Pillow writes a GIF from the whole list
     duration = max(int(round(1000 / fps)), 20)  # ms per frame; browsers clamp below 20
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
 
 
-def _write_png_frames(frames: np.ndarray, path: Path, overwrite: bool) -> Path:
-    """Frames into a temporary folder, then swapped in: the earlier sequence's frames are moved
-    aside first, so a kill at any point shows frames of one run only (the folders left are
-    stale temporaries, removed by the next write)."""
+def _write_png_frames(frames: Iterable[np.ndarray], path: Path, overwrite: bool) -> Path:
+    """Frames into a temporary folder as they come, then swapped in: the earlier sequence's
+    frames are moved aside first, so a kill at any point shows frames of one run only (the
+    folders left are stale temporaries, removed by the next write)."""
     from PIL import Image
 
     parent = path.parent

@@ -12,7 +12,9 @@ output projection, so at init the VideoVAE decodes exactly like the image VAE.
 Decoding runs in chunks of frames. Because the temporal layers are directed, a chunk only
 needs keys/values of earlier frames, which each layer keeps in a cache of at most
 ``temporal_window - 1`` frames: memory stays flat in the number of frames, and for videos
-no longer than the window the result equals decoding all frames at once.
+no longer than the window the result equals decoding all frames at once. ``VideoDecoder``
+holds that cache between calls, so a video whose latents arrive window by window (a long
+video streamed) decodes as one video; ``VideoVAE.decode`` is one such decoder used once.
 """
 from __future__ import annotations
 
@@ -59,6 +61,39 @@ class DecoderTemporalLayer(nn.Module):
         out, cache = self.temporal_attn(seq, past_kv=past_kv, window=window, context=context)
         out = rearrange(out, "(b h w) f c -> (b f) c h w", h=height, w=width)
         return h + out, cache
+
+
+class VideoDecoder:
+    """Decodes a video whose latents arrive in pieces (the windows of a long video), keeping each
+    temporal layer's key/value cache (at most ``temporal_window - 1`` frames) from one piece to
+    the next: memory stays flat however many pieces come. Pieces are decoded in chunks of
+    ``chunk_frames`` from their first frame; pieces of a multiple of ``chunk_frames`` frames give
+    exactly what one ``decode`` of all the latents gives, other pieces the same up to float
+    rounding (each frame sees the same earlier frames, in differently sized matrix products)."""
+
+    def __init__(self, vae: "VideoVAE", chunk_frames: int = 8, temporal: bool = True):
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.vae, self.chunk_frames, self.temporal = vae, chunk_frames, temporal
+        self.caches: list[Any] = [None] * len(vae.temporal_layers)
+        self._layout: tuple[int, ...] | None = None  # (B, C, h, w) of the first piece: later ones must match
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The next scaled latents (B, C, F, h, w) of the video -> their frames (B, 3, F, H, W)."""
+        vae = self.vae
+        vae._check_latents(latents)
+        layout = (latents.shape[0], latents.shape[1], *latents.shape[3:])
+        if self._layout is not None and layout != self._layout:
+            raise ValueError(f"latents (B, C, h, w) {layout} do not continue the video's {self._layout}")
+        self._layout = layout
+        cfg = vae.config
+        z = latents / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        out = []
+        for start in range(0, z.shape[2], self.chunk_frames):
+            chunk = z[:, :, start : start + self.chunk_frames]
+            frames, self.caches = vae._decode_chunk(fold_frames(chunk), chunk.shape[2], self.caches, self.temporal)
+            out.append(unfold_frames(frames, chunk.shape[2]))
+        return torch.cat(out, dim=2)
 
 
 class VideoVAE(ModelDirectoryMixin, nn.Module):
@@ -114,18 +149,11 @@ class VideoVAE(ModelDirectoryMixin, nn.Module):
     def decode(self, latents: torch.Tensor, chunk_frames: int = 8, temporal: bool = True) -> torch.Tensor:
         """Scaled latents (B, C, F, h, w) -> video (B, 3, F, H, W), about [-1, 1].
         ``temporal=False`` decodes frame by frame, exactly like the image VAE."""
-        self._check_latents(latents)
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        cfg = self.config
-        z = latents / cfg.scaling_factor + (cfg.shift_factor or 0.0)
-        caches: list[Any] = [None] * len(self.temporal_layers)
-        out = []
-        for start in range(0, z.shape[2], chunk_frames):
-            chunk = z[:, :, start : start + chunk_frames]
-            frames, caches = self._decode_chunk(fold_frames(chunk), chunk.shape[2], caches, temporal)
-            out.append(unfold_frames(frames, chunk.shape[2]))
-        return torch.cat(out, dim=2)
+        return self.incremental_decoder(chunk_frames, temporal).decode(latents)
+
+    def incremental_decoder(self, chunk_frames: int = 8, temporal: bool = True) -> "VideoDecoder":
+        """An incremental decoder: latents handed to it piece by piece decode as one video."""
+        return VideoDecoder(self, chunk_frames, temporal)
 
     def _decode_chunk(self, z: torch.Tensor, num_frames: int, caches: list[Any], temporal: bool):
         """Diffusers' Decoder.forward with the temporal layers spliced in: layer 0 after the
