@@ -53,7 +53,9 @@ class SamplingOptions:
     scheduler: Scheduler = "dpm"
     interpolation_steps: int = 10  # denoising steps of the interpolation stage
     interpolation_guidance: float = 1.0  # its guidance scale (1: the conditional prediction alone)
-    sr_steps: int = 6  # denoising steps of the super-resolution stage
+    # denoising steps of the super-resolution stage: 2, not the 6 shipped before 2026-12-02, halves the
+    # full cascade's time at the same held-out PSNR/SSIM (docs/benchmarks.md, "The cascade")
+    sr_steps: int = 2
     sr_noise_level: int = 20  # noise-conditioning augmentation level s of its low-res input
     sr_batch_frames: int = 8  # frames it upscales at a time (memory stays flat in the length)
     sr_consistency_steps: int = 10  # projections making each SR frame agree with its input (0: none)

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures["sr"] = {"psnr": psnr(sr_u8, hr), "psnr_bicubic": psnr(bic_u8, hr), "psnr_unprojected": psnr(raw_u8, hr),
                      "ssim": ssim(sr_u8, hr), "ssim_bicubic": ssim(bic_u8, hr), "ssim_unprojected": ssim(raw_u8, hr),
-                     "consistency_steps": d.sr_consistency_steps, "frames": args.frames}
+                     "steps": d.sr_steps, "consistency_steps": d.sr_consistency_steps, "frames": args.frames}
 
     # -- flicker: shared vs independent SR noise on a held-out clip -------------------------
     clip = ShapesDataset(num_frames=16, resolution=res * scale, split="heldout", seed=78)[0]["video"]
