@@ -2,14 +2,14 @@
 (interpolation, 4x the frames) -> decode -> (super-resolution, 4x the side) -> uint8 frames.
 
 A long video's keyframes come in windows of the keyframe model's ``max_frames``
-(``MagicVideoPipeline.keyframe_windows``). Each window runs the whole cascade as soon as it is
-sampled and its frames are handed on, so the time per window and the memory stay flat in the
-video's length, and a writer can encode the frames while the next window is sampled:
+(``MagicVideoPipeline.generate_latents(by_window=True)``). Each window runs the whole cascade
+as soon as it is sampled and its frames are handed on (a writer encodes them before the next
+window is sampled), so the time per window and the memory stay flat in the video's length:
 
 * the VideoVAE decodes keyframes and frames with two ``VideoDecoder``s whose key/value caches
   go on from window to window (a frame looks back ``temporal_window`` frames, across windows too);
-* interpolation fills the gaps after each of the window's keyframes, the first gap bridging from
-  the last keyframe of the window before (its latents and pixels are all that is kept);
+* interpolation fills the gap before each of the window's new keyframes, the first gap bridging
+  from the last keyframe of the window before (its latents and pixels are all that is kept);
 * super-resolution upscales the window's new frames.
 
 Seeds: a window's interpolation noise comes from ``seed + first``, ``first`` being the index of

@@ -371,8 +371,9 @@ class MagicVideoPipeline:
                          seed=seed)
         cond = self.encoder.encode_text([prompt])
         plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(context_frames))
-        windows = self.keyframe_windows(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
-                                        callback, context_frames=context_frames, on_progress=on_progress)
+        windows = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+                                        callback, context_frames=context_frames, on_progress=on_progress,
+                                        by_window=True)
         video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
                                on_progress)
         return video if stream else video.collect()
@@ -396,7 +397,8 @@ class MagicVideoPipeline:
                          callback: Callable[[int, int, torch.Tensor], None] | None = None,
                          init: torch.Tensor | None = None, strength: float = 1.0,
                          known: torch.Tensor | None = None, context_frames: int | None = None,
-                         on_progress: OnProgress | None = None) -> torch.Tensor:
+                         on_progress: OnProgress | None = None,
+                         by_window: bool = False) -> torch.Tensor | Iterator[tuple[int, torch.Tensor]]:
         """Keyframe latents (B, C, F, h, w) for condition tokens ``cond`` (B, L, D).
 
         ``init`` (B, C, F, h, w) with ``strength`` in [0, 1]: SDEdit, start from ``init`` noised
@@ -405,21 +407,23 @@ class MagicVideoPipeline:
         held to. Above ``max_frames``: a long video in windows (see ``__call__``); with ``init``
         each window edits its own frames of it, continuing from the edited frames before.
         ``callback(i, t, latents)`` after every denoising step of every window;
-        ``on_progress("keyframes", step, total)`` likewise, counting the windows' steps together."""
-        return torch.cat([new for _, new in self.keyframe_windows(
-            cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback, init, strength, known,
-            context_frames, on_progress)], dim=2)
+        ``on_progress("keyframes", step, total)`` likewise, counting the windows' steps together.
 
-    def keyframe_windows(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
-                         seed: int, scheduler: Scheduler, progress: bool = False,
-                         callback: Callable[[int, int, torch.Tensor], None] | None = None,
-                         init: torch.Tensor | None = None, strength: float = 1.0,
-                         known: torch.Tensor | None = None, context_frames: int | None = None,
-                         on_progress: OnProgress | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``generate_latents`` a window at a time, sampled as it is iterated: yields ``(first,
-        latents)``, the index of the window's first new keyframe and its new keyframe latents
-        (B, C, n, h, w). A window after the first continues from the last ``context_frames``
-        keyframes (all it keeps of the ones before) and draws its noise from ``seed + first``."""
+        ``by_window=True``: the same keyframes a window at a time, each sampled as the iterator
+        returned is advanced: ``(first, latents)``, the index of the window's first new keyframe
+        and its new keyframe latents (B, C, n, h, w) (what the cascade of a long video takes)."""
+        windows = self._keyframe_windows(cond, num_frames, fps, steps, guidance, seed, scheduler, progress, callback,
+                                         init, strength, known, context_frames, on_progress)
+        return windows if by_window else torch.cat([new for _, new in windows], dim=2)
+
+    def _keyframe_windows(self, cond: torch.Tensor, num_frames: int, fps: float, steps: int, guidance: float,
+                          seed: int, scheduler: Scheduler, progress: bool,
+                          callback: Callable[[int, int, torch.Tensor], None] | None, init: torch.Tensor | None,
+                          strength: float, known: torch.Tensor | None, context_frames: int | None,
+                          on_progress: OnProgress | None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``generate_latents(by_window=True)``. A window after the first continues from the last
+        ``context_frames`` keyframes (all it keeps of the ones before) and draws its noise from
+        ``seed + first``."""
         context = self._context(context_frames)
         plan = keyframe_plan(num_frames, self.unet.config.max_frames, context)
         steps_per_window = steps if init is None else steps - min(_start_step(steps, strength), steps)
@@ -512,8 +516,8 @@ class MagicVideoPipeline:
             cond = torch.cat([cond, self.encoder.encode_text([prompt]).to(cond.dtype)], dim=1)
         known = self.vae.encode(pixels) if anchor else None
         plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(None))
-        windows = self.keyframe_windows(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
-                                        known=known, on_progress=on_progress)
+        windows = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+                                        known=known, on_progress=on_progress, by_window=True)
         video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
                                on_progress)
         return video if stream else video.collect()
