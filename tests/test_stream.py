@@ -177,7 +177,7 @@ def test_bad_chunks_are_named_and_leave_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_writes_a_long_video_as_its_windows_finish(tmp_path, pipe, monkeypatch, capsys):
+def test_cli_writes_a_long_video_as_its_windows_finish(tmp_path, pipe, monkeypatch):
     pipe.save_pretrained(tmp_path / "p")
     args = ["generate", PROMPT, "--pipeline", str(tmp_path / "p"), "--num-frames", "11", "--context-frames", "4",
             "--seed", "2", "-q"]
