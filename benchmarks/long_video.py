@@ -68,6 +68,7 @@ def child(args: argparse.Namespace) -> None:
             yield chunk
             marks.append(time.process_time())  # the window's frames are encoded: the next window starts
             walls.append(time.perf_counter())
+            del chunk  # not held while the next window is computed
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_video(timed(video.frames), Path(tmp) / "long.mp4", fps=video.fps)

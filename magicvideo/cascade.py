@@ -33,6 +33,7 @@ from .config import ProgressStage, Scheduler
 from .sampling import OnProgress
 
 if TYPE_CHECKING:
+    from .models.video_vae import VideoDecoder
     from .pipeline import MagicVideoPipeline
 
 
@@ -147,35 +148,54 @@ def _cascade(pipe: MagicVideoPipeline, windows: Iterable[tuple[int, torch.Tensor
              progress: bool, on_progress: OnProgress | None) -> Iterator[np.ndarray]:
     d = pipe.defaults
     sr = pipe.sr_settings()
-    decoding = _StageSteps(on_progress, "decoding", (2 if interpolate else 1) * len(plan))
-    interpolation = _StageSteps(on_progress, "interpolation", d.interpolation_steps * len(plan))
-    super_resolution = _StageSteps(on_progress, "super-resolution",
-                                   sr["steps"] * sum(math.ceil(n / sr["batch_frames"]) for n in frames))
-    keyframe_decoder, frame_decoder = pipe.vae.incremental_decoder(), pipe.vae.incremental_decoder()
-    last = None  # the window before's last keyframe: latents (1, C, 1, h, w), pixels (1, 3, 1, H, W)
+    state = _CascadeState(
+        keyframe_decoder=pipe.vae.incremental_decoder(), frame_decoder=pipe.vae.incremental_decoder(),
+        decoding=_StageSteps(on_progress, "decoding", (2 if interpolate else 1) * len(plan)),
+        interpolation=_StageSteps(on_progress, "interpolation", d.interpolation_steps * len(plan)),
+        super_resolution=_StageSteps(on_progress, "super-resolution",
+                                     sr["steps"] * sum(math.ceil(n / sr["batch_frames"]) for n in frames)))
     for first, keys in windows:
-        pixels = keyframe_decoder.decode(keys)
-        decoding.step()
-        if interpolate:
-            from .interpolate import interpolate_latents
+        # a function per window: its float tensors are freed before the frames are handed on
+        yield _window(pipe, state, first, keys, fps, seed, scheduler, interpolate, upscale, progress)
 
-            gaps_keys, gaps_pixels = (keys, pixels) if last is None else \
-                (torch.cat([last[0], keys], dim=2), torch.cat([last[1], pixels], dim=2))
-            latents = interpolate_latents(pipe.interpolation, gaps_keys, gaps_pixels, pipe.encoder, fps,
-                                          pipe.schedule, steps=d.interpolation_steps,
-                                          guidance=d.interpolation_guidance, seed=seed + first, scheduler=scheduler,
-                                          progress=progress, on_progress=interpolation.relay())
-            if last is not None:
-                latents = latents[:, :, 1:]  # the bridging keyframe went out with the window before
-            last = keys[:, :, -1:], pixels[:, :, -1:]
-            video = frame_decoder.decode(latents)
-            decoding.step()
-        else:
-            video = pixels
-        out = video[0].transpose(0, 1)  # (T, 3, H, W)
-        if upscale:
-            from .models.sr_unet import upscale_video
 
-            out = upscale_video(pipe.sr, out, pipe.sr_schedule, seed=seed, progress=progress,
-                                on_progress=super_resolution.relay(), **sr)
-        yield ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+@dataclass
+class _CascadeState:
+    """What one window hands the next: the decoders' caches, the last keyframe, the step counts."""
+
+    keyframe_decoder: VideoDecoder
+    frame_decoder: VideoDecoder
+    decoding: _StageSteps
+    interpolation: _StageSteps
+    super_resolution: _StageSteps
+    last: tuple[torch.Tensor, torch.Tensor] | None = None  # last keyframe: latents (1, C, 1, h, w), pixels
+
+
+def _window(pipe: MagicVideoPipeline, state: _CascadeState, first: int, keys: torch.Tensor, fps: float, seed: int,
+            scheduler: Scheduler, interpolate: bool, upscale: bool, progress: bool) -> np.ndarray:
+    """One window's new keyframe latents (1, C, n, h, w) -> its new frames, uint8 (m, H, W, 3)."""
+    pixels = state.keyframe_decoder.decode(keys)
+    state.decoding.step()
+    if interpolate:
+        from .interpolate import interpolate_latents
+
+        d, last = pipe.defaults, state.last
+        gaps_keys, gaps_pixels = (keys, pixels) if last is None else \
+            (torch.cat([last[0], keys], dim=2), torch.cat([last[1], pixels], dim=2))
+        latents = interpolate_latents(pipe.interpolation, gaps_keys, gaps_pixels, pipe.encoder, fps, pipe.schedule,
+                                      steps=d.interpolation_steps, guidance=d.interpolation_guidance, seed=seed + first,
+                                      scheduler=scheduler, progress=progress, on_progress=state.interpolation.relay())
+        if last is not None:
+            latents = latents[:, :, 1:]  # the bridging keyframe went out with the window before
+        state.last = keys[:, :, -1:].clone(), pixels[:, :, -1:].clone()
+        video = state.frame_decoder.decode(latents)
+        state.decoding.step()
+    else:
+        video = pixels
+    out = video[0].transpose(0, 1)  # (T, 3, H, W)
+    if upscale:
+        from .models.sr_unet import upscale_video
+
+        out = upscale_video(pipe.sr, out, pipe.sr_schedule, seed=seed, progress=progress,
+                            on_progress=state.super_resolution.relay(), **pipe.sr_settings())
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -96,7 +96,9 @@ def _frames_of(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         if size is not None and chunk.shape[1:] != size:
             raise ValueError(f"frames must all be {size[1]}x{size[0]}, a chunk has {chunk.shape[2]}x{chunk.shape[1]}")
         size = chunk.shape[1:]
-        yield from chunk
+        for i in range(len(chunk)):
+            yield chunk[i].copy()  # not a view of the chunk, which is let go before the next is computed
+        del chunk
     if size is None:
         raise ValueError("frames must be (T, H, W, 3) with T >= 1, got no frames")
 
