@@ -88,17 +88,25 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 def _frames_of(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """The frames (H, W, 3) of chunks (n, H, W, 3) as they come, each chunk checked when it
     arrives: uint8, frames of the first chunk's size, at least one frame in all."""
-    size = None
-    for chunk in chunks:
-        chunk = np.asarray(chunk)
-        if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
-            raise ValueError(f"frames must come as uint8 chunks (n, H, W, 3), got {chunk.dtype} {chunk.shape}")
-        if size is not None and chunk.shape[1:] != size:
-            raise ValueError(f"frames must all be {size[1]}x{size[0]}, a chunk has {chunk.shape[2]}x{chunk.shape[1]}")
-        size = chunk.shape[1:]
-        for i in range(len(chunk)):
-            yield chunk[i].copy()  # not a view of the chunk, which is let go before the next is computed
-        del chunk
+    size, chunks = None, iter(chunks)
+    try:
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            if chunk.ndim != 4 or chunk.shape[-1] != 3 or chunk.dtype != np.uint8:
+                raise ValueError(f"frames must come as uint8 chunks (n, H, W, 3), got {chunk.dtype} {chunk.shape}")
+            if size is not None and chunk.shape[1:] != size:
+                raise ValueError(f"frames must all be {size[1]}x{size[0]}, a chunk has "
+                                 f"{chunk.shape[2]}x{chunk.shape[1]}")
+            size = chunk.shape[1:]
+            for i in range(len(chunk)):
+                yield chunk[i].copy()  # not a view of the chunk, which is let go before the next is computed
+            del chunk
+    finally:
+        # stopped early (a bad chunk, the encoder failed): the source (a pipeline's stream) is
+        # closed now, its state let go, not whenever the traceback that holds it is dropped
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     if size is None:
         raise ValueError("frames must be (T, H, W, 3) with T >= 1, got no frames")
 
@@ -120,19 +128,23 @@ def write_video(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps
     ext = path.suffix.lower()
     # an array is handed on as it is, chunks as a stream of frames: the encoders take either
     frames = frames if whole else _frames_of(frames)
-    if ext == ".png":
-        return _write_png_frames(frames, path, overwrite)
-    tmp = temp_path(path)
-    remove_path(tmp)
     try:
-        if ext == ".mp4":
-            _write_mp4(frames, str(tmp), fps)
-        else:
-            _write_gif(frames, str(tmp), fps)
-        publish(tmp, path, overwrite)
-    except BaseException:
+        if ext == ".png":
+            return _write_png_frames(frames, path, overwrite)
+        tmp = temp_path(path)
         remove_path(tmp)
-        raise
+        try:
+            if ext == ".mp4":
+                _write_mp4(frames, str(tmp), fps)
+            else:
+                _write_gif(frames, str(tmp), fps)
+            publish(tmp, path, overwrite)
+        except BaseException:
+            remove_path(tmp)
+            raise
+    finally:
+        if not whole:
+            frames.close()  # an encoder that stopped early leaves no stream half-run (see _frames_of)
     return path
 
 
