@@ -83,6 +83,9 @@ class VideoStream:
 def keyframe_plan(num_frames: int, window: int, context: int) -> list[int]:
     """How many new keyframes each window makes: a first window of up to ``window``, then up to
     ``window - context`` more each, every later window continuing from ``context`` before it."""
+    if num_frames > window and not 1 <= context < window:  # else no window would add a keyframe
+        raise ValueError(f"context_frames must be between 1 and {window - 1} for a video of more than {window} "
+                         f"keyframes, got {context}")
     plan = [min(num_frames, window)]
     while sum(plan) < num_frames:
         plan.append(min(window - context, num_frames - sum(plan)))
@@ -131,29 +134,31 @@ def cascade_stream(pipe: MagicVideoPipeline, windows: Iterable[tuple[int, torch.
     """Keyframe latents, window by window -> a ``VideoStream`` of their frames. ``windows``
     yields ``(first, latents)``: the index of the window's first new keyframe and its new
     keyframe latents (1, C, n, h, w), ``n`` as ``plan`` says. Nothing runs until the frames are
-    iterated. ``on_progress``: "decoding", "interpolation" and "super-resolution" as in
-    ``MagicVideoPipeline.__call__``; over several windows they repeat a window at a time, each
-    numbering its steps on from the window before, against the whole video's total."""
+    iterated; the stages' settings (``pipe.defaults``) are read now. ``on_progress``:
+    "decoding", "interpolation" and "super-resolution" as in ``MagicVideoPipeline.__call__``;
+    over several windows they repeat a window at a time, each numbering its steps on from the
+    window before, against the whole video's total."""
     from .interpolate import FPS_FACTOR
 
     frames = [window_frames(n, i == 0, interpolate) for i, n in enumerate(plan)]
     side = pipe.frame_size * (pipe._stage_config("sr").scale if upscale else 1)
-    chunks = _cascade(pipe, windows, plan, frames, fps, seed, scheduler, interpolate, upscale, progress, on_progress)
-    return VideoStream(FrameChunks(chunks, (sum(frames), side, side, 3)), fps * FPS_FACTOR if interpolate else fps)
-
-
-@torch.no_grad()  # on a generator: around every resumption, whoever iterates it
-def _cascade(pipe: MagicVideoPipeline, windows: Iterable[tuple[int, torch.Tensor]], plan: list[int],
-             frames: list[int], fps: float, seed: int, scheduler: Scheduler, interpolate: bool, upscale: bool,
-             progress: bool, on_progress: OnProgress | None) -> Iterator[np.ndarray]:
-    d = pipe.defaults
-    sr = pipe.sr_settings()
+    # the stages' settings as they are now: every window runs with these, and the totals count them
+    d, sr = pipe.defaults, pipe.sr_settings()
     state = _CascadeState(
         keyframe_decoder=pipe.vae.incremental_decoder(), frame_decoder=pipe.vae.incremental_decoder(),
+        interpolation_steps=d.interpolation_steps, interpolation_guidance=d.interpolation_guidance, sr=sr,
         decoding=_StageSteps(on_progress, "decoding", (2 if interpolate else 1) * len(plan)),
         interpolation=_StageSteps(on_progress, "interpolation", d.interpolation_steps * len(plan)),
         super_resolution=_StageSteps(on_progress, "super-resolution",
                                      sr["steps"] * sum(math.ceil(n / sr["batch_frames"]) for n in frames)))
+    chunks = _cascade(pipe, state, windows, fps, seed, scheduler, interpolate, upscale, progress)
+    return VideoStream(FrameChunks(chunks, (sum(frames), side, side, 3)), fps * FPS_FACTOR if interpolate else fps)
+
+
+@torch.no_grad()  # on a generator: around every resumption, whoever iterates it
+def _cascade(pipe: MagicVideoPipeline, state: _CascadeState, windows: Iterable[tuple[int, torch.Tensor]],
+             fps: float, seed: int, scheduler: Scheduler, interpolate: bool, upscale: bool,
+             progress: bool) -> Iterator[np.ndarray]:
     for first, keys in windows:
         # a function per window: its float tensors are freed before the frames are handed on
         yield _window(pipe, state, first, keys, fps, seed, scheduler, interpolate, upscale, progress)
@@ -161,10 +166,15 @@ def _cascade(pipe: MagicVideoPipeline, windows: Iterable[tuple[int, torch.Tensor
 
 @dataclass
 class _CascadeState:
-    """What one window hands the next: the decoders' caches, the last keyframe, the step counts."""
+    """What one window hands the next (the decoders' caches, the last keyframe, the step counts)
+    and the stages' settings, read once when the stream is made, so every window runs with the
+    settings its progress totals count."""
 
     keyframe_decoder: VideoDecoder
     frame_decoder: VideoDecoder
+    interpolation_steps: int
+    interpolation_guidance: float
+    sr: dict[str, int]  # upscale_video's settings (MagicVideoPipeline.sr_settings)
     decoding: _StageSteps
     interpolation: _StageSteps
     super_resolution: _StageSteps
@@ -179,12 +189,13 @@ def _window(pipe: MagicVideoPipeline, state: _CascadeState, first: int, keys: to
     if interpolate:
         from .interpolate import interpolate_latents
 
-        d, last = pipe.defaults, state.last
+        last = state.last
         gaps_keys, gaps_pixels = (keys, pixels) if last is None else \
             (torch.cat([last[0], keys], dim=2), torch.cat([last[1], pixels], dim=2))
         latents = interpolate_latents(pipe.interpolation, gaps_keys, gaps_pixels, pipe.encoder, fps, pipe.schedule,
-                                      steps=d.interpolation_steps, guidance=d.interpolation_guidance, seed=seed + first,
-                                      scheduler=scheduler, progress=progress, on_progress=state.interpolation.relay())
+                                      steps=state.interpolation_steps, guidance=state.interpolation_guidance,
+                                      seed=seed + first, scheduler=scheduler, progress=progress,
+                                      on_progress=state.interpolation.relay())
         if last is not None:
             latents = latents[:, :, 1:]  # the bridging keyframe went out with the window before
         state.last = keys[:, :, -1:].clone(), pixels[:, :, -1:].clone()
@@ -197,5 +208,5 @@ def _window(pipe: MagicVideoPipeline, state: _CascadeState, first: int, keys: to
         from .models.sr_unet import upscale_video
 
         out = upscale_video(pipe.sr, out, pipe.sr_schedule, seed=seed, progress=progress,
-                            on_progress=state.super_resolution.relay(), **pipe.sr_settings())
+                            on_progress=state.super_resolution.relay(), **state.sr)
     return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -351,9 +351,11 @@ class MagicVideoPipeline:
         when the pipeline has it. More keyframes than the model's ``max_frames`` make a long
         video: windows of ``max_frames``, each continuing from the last ``context_frames``
         (default half a window) of the one before; each window goes through the whole cascade
-        before the next is sampled (magicvideo/cascade.py), so memory stays flat in the length.
+        before the next is sampled (magicvideo/cascade.py), so besides the finished frames (not
+        kept either with ``stream=True``) memory stays flat in the length.
 
-        ``stream=True`` returns a ``VideoStream`` at once (the request checked, nothing computed):
+        ``stream=True`` returns a ``VideoStream`` at once (the request checked and the prompt
+        encoded, no frame computed; the stages' settings in ``defaults`` are read then):
         iterating its ``frames`` computes the video, yielding each window's frames (uint8 (n, H,
         W, 3)) as they are done; ``write_video`` writes them as they come. Its frames, put
         together, are what ``stream=False`` returns.
@@ -370,13 +372,8 @@ class MagicVideoPipeline:
         r = self.resolve(prompt, num_frames, fps, steps, guidance, scheduler, interpolate, upscale, context_frames,
                          seed=seed)
         cond = self.encoder.encode_text([prompt])
-        plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(context_frames))
-        windows = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
-                                        callback, context_frames=context_frames, on_progress=on_progress,
-                                        by_window=True)
-        video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
-                               on_progress)
-        return video if stream else video.collect()
+        return self._video(cond, num_frames, r, seed, progress, stream, on_progress, callback,
+                           context_frames=context_frames)
 
     def render(self, latents: torch.Tensor, fps: float, seed: int = 0, scheduler: Scheduler = "dpm",
                interpolate: bool = False, upscale: bool = False, progress: bool = False,
@@ -387,6 +384,20 @@ class MagicVideoPipeline:
         its "decoding", "interpolation" and "super-resolution" stages, as in ``__call__``."""
         return cascade_stream(self, [(0, latents)], [latents.shape[2]], fps, seed, scheduler, interpolate, upscale,
                               progress, on_progress).collect()
+
+    def _video(self, cond: torch.Tensor, num_frames: int, r: RequestSettings, seed: int, progress: bool,
+               stream: bool, on_progress: OnProgress | None,
+               callback: Callable[[int, int, torch.Tensor], None] | None = None, known: torch.Tensor | None = None,
+               context_frames: int | None = None) -> VideoOutput | VideoStream:
+        """A checked request's keyframe windows through the cascade: the stream, or (``stream``
+        False) the whole video (``__call__`` and ``animate``)."""
+        plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(context_frames))
+        windows = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
+                                        callback, known=known, context_frames=context_frames,
+                                        on_progress=on_progress, by_window=True)
+        video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
+                               on_progress)
+        return video if stream else video.collect()
 
     def _context(self, context_frames: int | None) -> int:
         """Keyframes a window of a long video continues from (None: half a window)."""
@@ -515,12 +526,7 @@ class MagicVideoPipeline:
         if prompt is not None:
             cond = torch.cat([cond, self.encoder.encode_text([prompt]).to(cond.dtype)], dim=1)
         known = self.vae.encode(pixels) if anchor else None
-        plan = keyframe_plan(num_frames, self.unet.config.max_frames, self._context(None))
-        windows = self.generate_latents(cond, num_frames, r.fps, r.steps, r.guidance, seed, r.scheduler, progress,
-                                        known=known, on_progress=on_progress, by_window=True)
-        video = cascade_stream(self, windows, plan, r.fps, seed, r.scheduler, r.interpolate, r.upscale, progress,
-                               on_progress)
-        return video if stream else video.collect()
+        return self._video(cond, num_frames, r, seed, progress, stream, on_progress, known=known)
 
     @torch.no_grad()
     def vary(self, video: np.ndarray, n: int = 4, strength: float | None = None, fps: float | None = None,

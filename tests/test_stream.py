@@ -46,6 +46,10 @@ def test_windows_plan_and_frames_per_window():
     assert keyframe_plan(16, 16, 8) == [16]
     assert keyframe_plan(256, 16, 8) == [16] + [8] * 30
     assert keyframe_plan(11, 6, 4) == [6, 2, 2, 1]
+    for context in (0, 6):  # no window after the first would add a keyframe: refused, not an endless plan
+        with pytest.raises(ValueError, match="context_frames must be between 1 and 5"):
+            keyframe_plan(11, 6, context)
+    assert keyframe_plan(6, 6, 6) == [6]  # one window: the context is never used
     # interpolation: the first window's keyframes and gaps, then 3 new frames before each new keyframe
     frames = [window_frames(n, i == 0, True) for i, n in enumerate(keyframe_plan(11, 6, 4))]
     assert frames == [21, 8, 8, 4] and sum(frames) == output_frames(11)
@@ -73,6 +77,40 @@ def test_one_window_streams_as_one_chunk_equal_to_the_video(pipe):
     assert len(chunks) == 1
     assert np.array_equal(chunks[0], pipe.animate(np.full((32, 32, 3), 90, np.uint8), prompt="a ball",
                                                    num_frames=5, progress=False).frames)
+
+
+def test_one_window_is_the_all_at_once_cascade(pipe):
+    """One window through the streamed cascade is, bit for bit, the cascade as one pass over the
+    keyframes: decode, interpolate (noise from ``seed``), decode, super-resolve (noise from ``seed``)."""
+    from magicvideo.interpolate import interpolate_latents
+    from magicvideo.models.sr_unet import upscale_video
+
+    frames = pipe(PROMPT, num_frames=6, seed=5, progress=False).frames
+    d, cond = pipe.defaults, pipe.encoder.encode_text([PROMPT])
+    with torch.no_grad():
+        keys = pipe.generate_latents(cond, 6, d.fps, d.steps, d.guidance, 5, d.scheduler)
+        latents = interpolate_latents(pipe.interpolation, keys, pipe.vae.decode(keys), pipe.encoder, d.fps,
+                                      pipe.schedule, steps=d.interpolation_steps, guidance=d.interpolation_guidance,
+                                      seed=5, scheduler=d.scheduler)
+        video = upscale_video(pipe.sr, pipe.vae.decode(latents)[0].transpose(0, 1), pipe.sr_schedule, seed=5,
+                              **pipe.sr_settings())
+    expected = ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    assert frames.shape == (21, 128, 128, 3) and np.array_equal(frames, expected)
+
+
+def test_the_stages_settings_are_read_when_the_stream_is_made(pipe):
+    """Every window runs with the settings its progress totals count, whatever happens to the
+    pipeline's defaults while the frames are computed."""
+    import dataclasses
+
+    calls, defaults = [], pipe.defaults
+    stream = pipe(PROMPT, progress=False, upscale=False, stream=True, on_progress=lambda *c: calls.append(c), **LONG)
+    try:
+        pipe.defaults = dataclasses.replace(defaults, interpolation_steps=2)
+        list(stream.frames)
+    finally:
+        pipe.defaults = defaults
+    assert [c[1:] for c in calls if c[0] == "interpolation"] == [(i, 4) for i in range(1, 5)]
 
 
 def test_long_keyframes_stream_as_one_decode_of_all_keyframes(pipe):
@@ -174,6 +212,29 @@ def test_bad_chunks_are_named_and_leave_nothing(tmp_path):
         write_video(iter([frames[:3].astype(np.float32)]), tmp_path / "a.png", fps=8)
     with pytest.raises(ValueError, match="got no frames"):
         write_video(iter([]), tmp_path / "a.mp4", fps=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "a.gif", "a.png"])
+def test_a_write_that_fails_midway_closes_the_stream_it_was_given(tmp_path, name):
+    """The source of the chunks (a pipeline's stream, holding its decoders' caches) is closed
+    when the write stops, not left half-run until the exception's traceback is dropped."""
+    frames, state = _frames(), []
+
+    def chunks():
+        try:
+            yield frames[:4]
+            yield frames[:2, :32, :32]  # a chunk of another size: the write stops here
+            yield frames[4:]
+        finally:
+            state.append("closed")
+
+    try:
+        write_video(chunks(), tmp_path / name, fps=8)
+    except ValueError as err:  # the traceback, which holds the write's frames, is alive here
+        assert "a chunk has 32x32" in str(err) and state == ["closed"]
+    else:
+        pytest.fail("a chunk of another size was written")
     assert list(tmp_path.iterdir()) == []
 
 
