@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16,
                      help="keyframes (default %(default)s); interpolation makes 4n-3 output frames. Above the "
                           "model's 16, a long video is made in windows, each written to the output as it is done "
-                          "(memory stays flat in the length)")
+                          "(memory stays flat in the length; a .gif is held whole to the end)")
     gen.add_argument("--context-frames", type=_int_in(1, MAX_KEYFRAMES), default=None,
                      help="long videos: frames each window continues from (default: half a window)")
     sampling_flags(gen, f"the pipeline's, {defaults.fps:g}")
