@@ -123,7 +123,8 @@ def main() -> int:
     parser.add_argument("--no-upscale", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-rss-growth", type=float, default=64.0,
-                        help="MiB the longest video's peak memory may exceed the shortest's")
+                        help="MiB the longest video's peak memory may exceed that of the shortest video of several "
+                             "windows (a one-window video is reported, not the baseline)")
     parser.add_argument("--max-time-drift", type=float, default=1.25,
                         help="the longest video's last-quarter / first-quarter median time per window")
     parser.add_argument("--out", default=None, help="JSON file for the figures (sweeps of other names in it are kept)")
@@ -154,9 +155,12 @@ def main() -> int:
     print(f"{'keyframes':>9} {'frames':>6} {'windows':>7} {'first s':>8} {'later s':>8} {'last/first q':>12} "
           f"{'total s':>8} {'wall s':>7} {'RSS loaded':>10} {'peak RSS':>9}  (CPU s, MiB)", flush=True)
     for n in args.lengths:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), *forwarded], env=env, check=True,
-                             capture_output=True, text=True).stdout
-        run = json.loads(out.strip().splitlines()[-1])
+        done = subprocess.run([sys.executable, __file__, "--child", str(n), *forwarded], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:  # its error, not a bare CalledProcessError with the output swallowed
+            print(f"the {n}-keyframe run failed (exit {done.returncode}):\n{done.stderr.strip()}", file=sys.stderr)
+            return 2
+        run = json.loads(done.stdout.strip().splitlines()[-1])
         s = summarise(run)
         runs[str(n)] = {**s, "window_s": run["window_s"], "window_wall_s": run["window_wall_s"],
                         "window_frames": run["window_frames"], "frame_size": run["frame_size"],
