@@ -119,7 +119,7 @@ def write_video(frames: np.ndarray | Iterable[np.ndarray], path: str | Path, fps
     uint8 chunks (n, H, W, 3), written as they come (see the module's docstring); the file
     appears only when the last is written, and an exception from the iterable leaves nothing.
     ``overwrite=False``: refuse when the file (any frame of the sequence) exists."""
-    whole = isinstance(frames, (np.ndarray, list, tuple))
+    whole = isinstance(frames, (list, tuple)) or hasattr(frames, "ndim")  # an array or a tensor, as before chunks
     if whole:
         frames = _check_frames(frames)
     path = Path(path)

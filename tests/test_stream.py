@@ -169,14 +169,15 @@ def _frames(t: int = 14, size: int = 64) -> np.ndarray:
 @pytest.mark.parametrize("name", ["a.mp4", "a.gif", "a.png"])
 def test_chunks_write_the_same_file_as_the_whole_array(tmp_path, name):
     frames = _frames()
-    for folder in ("whole", "chunks"):
+    for folder in ("whole", "chunks", "tensor"):
         (tmp_path / folder).mkdir()
     write_video(frames, tmp_path / "whole" / name, fps=8)
     write_video(iter([frames[:5], frames[5:13], frames[13:]]), tmp_path / "chunks" / name, fps=8)
-    whole, chunked = (sorted((tmp_path / folder).iterdir()) for folder in ("whole", "chunks"))
+    write_video(torch.from_numpy(frames), tmp_path / "tensor" / name, fps=8)  # a uint8 tensor is the whole video
+    whole, chunked, tensor = (sorted((tmp_path / folder).iterdir()) for folder in ("whole", "chunks", "tensor"))
     assert [p.name for p in whole] == [p.name for p in chunked] and len(whole) == (14 if name == "a.png" else 1)
-    for a, b in zip(whole, chunked):
-        assert a.read_bytes() == b.read_bytes(), a.name
+    for a, b, c in zip(whole, chunked, tensor, strict=True):
+        assert a.read_bytes() == b.read_bytes() == c.read_bytes(), a.name
 
 
 def _temporaries(folder: Path) -> list[str]:
