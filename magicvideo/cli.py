@@ -148,6 +148,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_pipeline(args: argparse.Namespace):
+    """The pipeline of a generating command, with its stage settings (``--sr-steps``) applied."""
+    import dataclasses
+
+    from .pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    if args.sr_steps is not None:
+        pipe.defaults = dataclasses.replace(pipe.defaults, sr_steps=args.sr_steps)
+    return pipe
+
+
 def _step_caching(pipe, args: argparse.Namespace):
     """``--step-cache THRESHOLD``: the keyframe U-Net reuses the deep features of earlier steps
     while its first level's output changes less than THRESHOLD (``VideoUNet.step_cache``;
@@ -277,9 +289,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_output_path(args.output, overwrite=args.overwrite)
     _check_sampling(args, args.num_frames)
     start = time.time()
-    from .pipeline import MagicVideoPipeline
-
-    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    pipe = _load_pipeline(args)
     _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
     with _step_caching(pipe, args):  # the frames are computed while they are written
         video = pipe(args.prompt, num_frames=args.num_frames, context_frames=args.context_frames, stream=True,
@@ -299,9 +309,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     _check_sampling(args, args.num_frames)
     start = time.time()
     image = read_image(args.image)
-    from .pipeline import MagicVideoPipeline
-
-    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    pipe = _load_pipeline(args)
     _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
     with _step_caching(pipe, args):  # the frames are computed while they are written
         video = pipe.animate(image, prompt=args.prompt, num_frames=args.num_frames, anchor=not args.no_anchor,
@@ -343,9 +351,7 @@ def cmd_vary(args: argparse.Namespace) -> int:
         raise ValueError(f"--seed {args.seed} + -n {args.n}: the variations' seeds pass 2**{SAMPLING_SEED_BITS}")
     start = time.time()
     frames = _read_source_video(args)
-    from .pipeline import MagicVideoPipeline
-
-    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    pipe = _load_pipeline(args)
     with _step_caching(pipe, args):
         videos = pipe.vary(frames, n=args.n, strength=args.strength, source=args.video, **_stage_flags(args))
     for video, path in zip(videos, paths):
@@ -364,9 +370,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     check_output_path(args.output, overwrite=args.overwrite)
     start = time.time()
     frames = _read_source_video(args)
-    from .pipeline import MagicVideoPipeline
-
-    pipe = MagicVideoPipeline.from_pretrained(args.pipeline)
+    pipe = _load_pipeline(args)
     _warn_if_prompt_cut(pipe.encoder, args.prompt, args.command)
     with _step_caching(pipe, args):
         video = pipe.edit(frames, args.prompt, strength=args.strength, source=args.video, **_stage_flags(args))
@@ -550,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-interpolate", action="store_true",
                        help="skip frame interpolation (output: the keyframes at --fps)")
         p.add_argument("--no-upscale", action="store_true", help="skip super-resolution (output at the VAE's size)")
+        p.add_argument("--sr-steps", type=_positive_int, default=None,
+                       help=f"super-resolution denoising steps (default: the pipeline's, {defaults.sr_steps}; 6 "
+                            f"reproduces the shipped default's videos made before 2026-12-02)")
         p.add_argument("--step-cache", type=_float_above(0.0, strict=False), default=None, metavar="THRESHOLD",
                        help="reuse keyframe U-Net work between denoising steps while the first level's output "
                             "changes less than THRESHOLD (relative L1; 0.2: about 1.6x faster keyframes, 39 dB from "

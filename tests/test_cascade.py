@@ -285,6 +285,29 @@ def test_cli_skips_stages_on_request(tmp_path, parts, capsys):
     assert frames.shape == (3, 32, 32, 3)
 
 
+
+def test_cli_sr_steps_flag_sets_the_sr_stage_steps(tmp_path, parts):
+    """--sr-steps N makes what the pipeline makes with sr_steps=N in its defaults (1 here, 2 in pipeline.json)."""
+    import dataclasses
+
+    from PIL import Image
+
+    def frames(stem: str) -> np.ndarray:  # a .png output: lossless frames stem_0000.png ...
+        return np.stack([np.asarray(Image.open(f)) for f in sorted(tmp_path.glob(f"{stem}_*.png"))])
+
+    unet, vae, encoder, interp, sr = parts
+    pipe = MagicVideoPipeline(unet, vae, encoder, defaults=SamplingOptions(steps=1, sr_steps=1), sr=sr)
+    pipe.save_pretrained(tmp_path / "p")
+    generate = ["generate", "a blue square moving up", "--pipeline", str(tmp_path / "p"), "--num-frames", "2", "-q"]
+    assert main([*generate, "-o", str(tmp_path / "two.png"), "--sr-steps", "2"]) == 0
+    assert main([*generate, "-o", str(tmp_path / "one.png")]) == 0
+    pipe.defaults = dataclasses.replace(pipe.defaults, sr_steps=2)
+    expected = pipe("a blue square moving up", num_frames=2, progress=False).frames
+    assert np.array_equal(frames("two"), expected)
+    assert not np.array_equal(frames("one"), expected)
+    with pytest.raises(SystemExit):
+        main([*generate, "-o", str(tmp_path / "bad.gif"), "--sr-steps", "0"])
+
 # -- stages ---------------------------------------------------------------------------------
 def test_interpolation_and_sr_stages_train_through_the_cli(tmp_path):
     from magicvideo.stages import StageOptions, interpolation_stage
