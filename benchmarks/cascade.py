@@ -50,18 +50,9 @@ from pathlib import Path
 
 import torch
 
+from magicvideo.cli import key_value
+
 STAGES = ("keyframes", "decoding", "interpolation", "super-resolution")
-
-
-def setting(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> (key, value), the value read as JSON (``6``, ``2.5``, ``"ddim"``) or as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. sr_steps=6")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def timed_call(pipe, prompt: str) -> tuple[dict, dict, str, tuple]:
@@ -158,9 +149,9 @@ def sr_sweep(pipe, steps_list: list[int], seeds: int, frames: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default=None, help="pipeline directory (default: the shipped one)")
-    parser.add_argument("--before", type=setting, nargs="*", default=[("sr_steps", 6)],
+    parser.add_argument("--before", type=key_value, nargs="*", default=[("sr_steps", 6)],
                         help="SamplingOptions fields of the reference (default: sr_steps=6)")
-    parser.add_argument("--after", type=setting, nargs="*", default=[],
+    parser.add_argument("--after", type=key_value, nargs="*", default=[],
                         help="SamplingOptions fields of the variant measured (default: the pipeline's own)")
     parser.add_argument("--channels-last", action="store_true",
                         help="also time 'after' with the SR U-Net in channels-last memory format (opt-in)")

@@ -116,7 +116,8 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _key_value(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (an argparse type) -> (key, value), the value read as JSON (``6``, ``2.5``) or as text."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -663,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--frame-noise-correlation", type=_fraction, default=0.0,
                     help="keyframe stage: share this fraction of the noise variance across frames (default 0)")
     tr.add_argument("--num-frames", type=_int_in(1, MAX_KEYFRAMES), default=16, help="frames per training clip")
-    tr.add_argument("--unet", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+    tr.add_argument("--unet", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                     help="keyframe stage, fresh model: change a field of the preset's VideoUNetConfig, e.g. "
                          "temporal_conv_op=conv1d, attention_layout=sequential (repeatable; values as JSON)")
     tr.add_argument("--steps", type=_positive_int, default=1000)
@@ -715,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "videovae, interpolation, sr (see magicvideo/ship.py)")
     ship.add_argument("target", help="pipeline directory to write (replaced atomically; may be the base)")
     ship.add_argument("--base", default=None, help="pipeline giving the stages RUN lacks")
-    ship.add_argument("--wall", type=_key_value, action="append", default=[], metavar="KEY=SECONDS",
+    ship.add_argument("--wall", type=key_value, action="append", default=[], metavar="KEY=SECONDS",
                       help="a wall-clock figure to record in training_metrics.json (repeatable)")
     ship.add_argument("--keep-previous", action="store_true",
                       help="a stage RUN trained on top of an earlier run of the same stage (a second round): "
