@@ -31,6 +31,7 @@ import torch
 
 from .config import ProgressStage, Scheduler
 from .sampling import OnProgress
+from .video_io import frames_u8
 
 if TYPE_CHECKING:
     from .models.video_vae import VideoDecoder
@@ -209,4 +210,4 @@ def _window(pipe: MagicVideoPipeline, state: _CascadeState, first: int, keys: to
 
         out = upscale_video(pipe.sr, out, pipe.sr_schedule, seed=seed, progress=progress,
                             on_progress=state.super_resolution.relay(), **state.sr)
-    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return frames_u8(out)

@@ -85,6 +85,16 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def frames_u8(frames) -> np.ndarray:
+    """Frames, a torch tensor (T, 3, H, W) in [-1, 1] -> uint8 (T, H, W, 3), what the writers take."""
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def video_u8(video) -> np.ndarray:
+    """A video, a torch tensor (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return frames_u8(video.transpose(0, 1))
+
+
 def _frames_of(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """The frames (H, W, 3) of chunks (n, H, W, 3) as they come, each chunk checked when it
     arrives: uint8, frames of the first chunk's size, at least one frame in all."""

@@ -10,20 +10,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..video_io import frames_u8, video_u8  # noqa: F401  (what the evaluations import from here)
+
 
 def machine() -> str:
     """The machine a figure was measured on, as the JSON files record it."""
     return f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def frames_u8(frames: torch.Tensor) -> np.ndarray:
-    """Frames (T, 3, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def video_u8(video: torch.Tensor) -> np.ndarray:
-    """A video (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return frames_u8(video.transpose(0, 1))
 
 
 def per_clip(metric: Callable[[np.ndarray, np.ndarray], float], decoded: np.ndarray, truth: np.ndarray) -> float:

@@ -17,6 +17,7 @@ import torch
 
 from ..config import get_preset
 from ..models import VideoVAE
+from ..video_io import video_u8
 from .options import StageOptions
 
 
@@ -92,4 +93,4 @@ def batch_items(dataset, step: int, batch_size: int, positions: range | None = N
 
 def preview_frames(video: torch.Tensor) -> np.ndarray:
     """(3, F, H, W) in [-1, 1] -> uint8 (F, H, W, 3)."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+    return video_u8(video)
