@@ -123,6 +123,27 @@ def test_cancel_stops_a_running_job_within_one_step_and_frees_the_worker(pipe, t
     assert not (tmp_path / f"{job['id']}.mp4").exists()
 
 
+def test_a_long_video_is_written_as_its_windows_finish_and_a_cancel_leaves_nothing(pipe, tmp_path):
+    """More keyframes than one window: the worker writes the first window's frames while the
+    second is sampled (the pipeline's stream; a long video is never held whole), and a cancel
+    then removes the half-written file."""
+    with serving(pipe, tmp_path) as client:
+        job = submit(client, prompt="a red circle moving right", num_frames=12, steps=200)  # windows of 8
+        decoded = False
+
+        def in_second_window(snap: dict) -> bool:
+            nonlocal decoded
+            decoded = decoded or snap["stage"] == "decoding"
+            return decoded and snap["stage"] == "keyframes"
+
+        wait_until(client, job["id"], in_second_window)
+        partial = list(tmp_path.glob(f".{job['id']}.mp4.tmp-*"))
+        assert len(partial) == 1 and partial[0].stat().st_size > 0  # the first window's frames, encoded
+        assert client.delete(f"/api/jobs/{job['id']}").status_code == 202
+        assert finish(client, job["id"])["status"] == "cancelled"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{job['id']}.json"]  # no video, no temporary
+
+
 def test_a_full_queue_is_429_and_a_queued_job_cancels_at_once(pipe, tmp_path):
     with serving(pipe, tmp_path, max_queue=1) as client:
         running = submit(client, **LONG)

@@ -314,11 +314,13 @@ class JobRunner:
             try:
                 if job.cancel.is_set():
                     raise Cancelled
-                video = job.spec.run(self.pipe, self._progress(job))
-                if job.cancel.is_set():
-                    raise Cancelled
                 from ..video_io import write_video
 
+                video = job.spec.run(self.pipe, self._progress(job))
+                # a stream computes while it is written (cancel raises from on_progress inside);
+                # a whole video is checked once more before its file is made
+                if job.cancel.is_set():
+                    raise Cancelled
                 write_video(video.frames, self.outputs / f"{job.id}.mp4", fps=video.fps)
             except Cancelled:
                 status, error = ("failed", STOPPED) if self._closing else ("cancelled", None)

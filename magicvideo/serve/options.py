@@ -161,16 +161,19 @@ class JobSpec:
     source: np.ndarray | None = None  # animate: image (S, S, 3); vary / edit: frames (T, S, S, 3), at the model's size
 
     def run(self, pipe, on_progress: Callable[[str, int, int], None]):
-        """The job on ``pipe`` -> a VideoOutput; ``on_progress(stage, step, total)`` as it goes."""
+        """The job on ``pipe`` -> a VideoOutput, or for generate and animate a VideoStream (its
+        frames made window by window as the writer asks for them, so a long video is never held
+        whole); ``on_progress(stage, step, total)`` as it goes."""
         s = self.settings
         common = dict(fps=s["fps"], steps=s["steps"], guidance=s["guidance"], seed=s["seed"],
                       scheduler=s["scheduler"], interpolate=s["interpolate"], upscale=s["upscale"], progress=False,
                       on_progress=on_progress)
         if self.kind == "generate":
-            return pipe(s["prompt"], num_frames=s["num_frames"], context_frames=s["context_frames"], **common)
+            return pipe(s["prompt"], num_frames=s["num_frames"], context_frames=s["context_frames"], stream=True,
+                        **common)
         if self.kind == "animate":
             return pipe.animate(self.source, prompt=s["prompt"], num_frames=s["num_frames"], anchor=s["anchor"],
-                                source=s["source"], **common)
+                                source=s["source"], stream=True, **common)
         if self.kind == "vary":  # one variation per job: variation i of `magicvideo vary` is seed + i
             return pipe.vary(self.source, n=1, strength=s["strength"], source=s["source"], **common)[0]
         return pipe.edit(self.source, s["prompt"], strength=s["strength"], source=s["source"], **common)
