@@ -148,6 +148,10 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="run the shape grid (ignores the shape flags)")
     parser.add_argument("--quick", action="store_true", help="with --grid: the subset described above")
     parser.add_argument("--limit", type=int, default=0, help="with --grid: only the first N points (cheapest first)")
+    parser.add_argument("--head-dims", type=int, nargs="+", default=None,
+                        help="with --grid: only the points at these head dims")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="with --grid: only the points at these latent sizes")
     parser.add_argument("--out", type=Path, default=None, help="with --grid: JSON file for every point")
     parser.add_argument("--profile", choices=["ours", "UNet3DConditionModel", "UNetMotionModel"], default=None,
                         help="print the top 10 operators (self CPU time) of this model's training step at the shape")
@@ -334,14 +338,19 @@ def write_grid(args: argparse.Namespace, results: list[dict], summary: dict | No
         "command": " ".join(["python", *sys.argv]), "machine": machine(args), "torch": torch.__version__,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "dtype": args.dtype, "batch": args.batch, "context_dim": args.context_dim, "repeats": args.repeats,
-        "layers_per_block": args.layers_per_block, "points_planned": len(grid_points(args.quick)),
+        "layers_per_block": args.layers_per_block, "points_planned": len(selected_points(args)),
         "complete": summary is not None, "summary": summary, "points": results}, indent=1) + "\n")
 
 
+def selected_points(args: argparse.Namespace) -> list[tuple[tuple[int, ...], int, int, int, int]]:
+    """The grid's points that ``--head-dims``, ``--sizes`` and ``--limit`` leave."""
+    points = [p for p in grid_points(args.quick)
+              if (args.head_dims is None or p[1] in args.head_dims) and (args.sizes is None or p[3] in args.sizes)]
+    return points[:args.limit] if args.limit else points
+
+
 def run_grid(args: argparse.Namespace) -> None:
-    points = grid_points(args.quick)
-    if args.limit:
-        points = points[:args.limit]
+    points = selected_points(args)
     results, start = [], time.perf_counter()
     for i, (widths, hd, frames, size, tokens) in enumerate(points):
         point = measure_point(args, widths, hd, frames, size, tokens)

@@ -302,3 +302,29 @@ def test_condition_embedding_carries_the_prompt_without_cross_attention():
     assert model.parameter_counts()["video"] > base.parameter_counts()["video"]
     with pytest.raises(ValueError, match="already has"):
         model.with_condition_embedding()
+
+
+@pytest.mark.parametrize("d", [1, 4, 8, 15, 16, 32])
+def test_narrow_heads_padded_on_the_cpu_are_plain_attention(d):
+    """Heads narrower than CPU_MIN_HEAD_DIM run zero-padded (a faster kernel): the output and
+    every gradient are PyTorch's attention at the true width; from the minimum up it is that call."""
+    import torch.nn.functional as nnf
+
+    from magicvideo.models.attention import CPU_MIN_HEAD_DIM, scaled_dot_product_attention, sliding_causal_mask
+
+    g = torch.Generator().manual_seed(d)
+    q, k, v = (torch.randn(3, 2, 40, d, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
+    mask = sliding_causal_mask(8, 32, window=12, device=q.device)  # 8 queries after 32 past keys
+    for kwargs, rows in (({}, slice(None)), ({"is_causal": True}, slice(None)), ({"attn_mask": mask}, slice(32, None))):
+        qq = q[:, :, rows]
+        got = scaled_dot_product_attention(qq, k, v, **kwargs)
+        want = nnf.scaled_dot_product_attention(qq, k, v, **kwargs)
+        assert got.shape == want.shape
+        if d >= CPU_MIN_HEAD_DIM:
+            assert torch.equal(got, want)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        weights = torch.randn(want.shape, generator=g, dtype=torch.float64)
+        grads = torch.autograd.grad((got * weights).sum(), (q, k, v))
+        torch.testing.assert_close(grads, torch.autograd.grad((want * weights).sum(), (q, k, v)), rtol=1e-10, atol=1e-10)
+        with torch.no_grad():  # inference pads without the autograd function
+            torch.testing.assert_close(scaled_dot_product_attention(qq, k, v, **kwargs), want, rtol=1e-12, atol=1e-12)
