@@ -1,7 +1,7 @@
 """Step caching (``VideoUNet.step_cache``) measured: speed-up against fidelity to the exact output.
 
     python benchmarks/step_cache.py [--pipeline DIR] [--prompts 24] [--thresholds 0.1 0.15 0.2 0.3]
-                                    [--exact-above 700] [--steps 25] [--reference-steps 50] [--out benchmarks/step_cache.json]
+                                    [--exact-above 700] [--orders 0 1] [--steps 25] [--reference-steps 50] [--out benchmarks/step_cache.json]
 
 The shipped pipeline (or ``--pipeline``), keyframes only (no interpolation, no super-resolution),
 its default scheduler and guidance, ``--steps`` steps, one thread (``torch.set_num_threads(1)``:
@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.15, 0.2, 0.3])
     parser.add_argument("--exact-above", type=float, default=700.0,
                         help="timesteps above this are always computed (StepCache's exact_above)")
+    parser.add_argument("--orders", type=int, nargs="+", default=[0, 1], choices=(0, 1, 2),
+                        help="StepCache orders to measure at every threshold (0: reuse, 1: extrapolate)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--reference-steps", type=int, default=50, help="steps of the reference (0: none)")
     parser.add_argument("--out", default="benchmarks/step_cache.json")
@@ -56,7 +58,8 @@ def main() -> None:
     rng = np.random.default_rng(1234)
     combos = [SEEN[i] for i in rng.choice(len(SEEN), args.prompts, replace=args.prompts > len(SEEN))]
     prompts = [make_caption(color, shape, direction, rng) for color, shape, direction in combos]
-    variants: list[float | None] = [None, *args.thresholds]  # None: uncached (the default path)
+    # None: uncached (the default path); else (threshold, order)
+    variants: list[tuple[float, int] | None] = [None, *((t, o) for o in args.orders for t in args.thresholds)]
     times = {v: [] for v in variants}
     frames = {v: [] for v in variants}
     calls = {v: 0 for v in variants}
@@ -73,7 +76,7 @@ def main() -> None:
             if v is None:
                 out = generate(prompt, i)
             else:
-                with pipe.unet.step_cache(v, args.exact_above) as cache:
+                with pipe.unet.step_cache(v[0], args.exact_above, order=v[1]) as cache:
                     out = generate(prompt, i)
                 calls[v] += cache.calls
                 skipped[v] += cache.skipped
@@ -82,18 +85,18 @@ def main() -> None:
         if args.reference_steps:
             frames["reference"] = frames.get("reference", []) + [generate(prompt, i, args.reference_steps)]
         print(f"prompt {i + 1}/{len(prompts)}: " + ", ".join(
-            f"{'off' if v is None else v}: {times[v][-1]:.2f} s" for v in variants), flush=True)
+            f"{'off' if v is None else '%g/%d' % v}: {times[v][-1]:.2f} s" for v in variants), flush=True)
 
     expected = [parse_prompt(p) for p in prompts]
     exact_scores = score([analyze_video(f) for f in frames[None]], expected)
     rows = []
-    for v in args.thresholds:
+    for v in variants[1:]:
         ratios = [a / b for a, b in zip(times[None], times[v])]
         psnrs = [psnr(a, b) for a, b in zip(frames[None], frames[v])]
         drops = [psnr(e, r) - psnr(c, r) for e, c, r in zip(frames[None], frames[v], frames.get("reference", []))]
         scores = score([analyze_video(f) for f in frames[v]], expected)
         rows.append({
-            "threshold": v, "speedup_median": round(float(np.median(ratios)), 3),
+            "threshold": v[0], "order": v[1], "speedup_median": round(float(np.median(ratios)), 3),
             "speedup_total": round(sum(times[None]) / sum(times[v]), 3),
             "skipped_fraction": round(skipped[v] / calls[v], 3),
             "psnr_median_db": round(float(np.median(psnrs)), 2), "psnr_worst_db": round(min(psnrs), 2),
@@ -120,12 +123,12 @@ def main() -> None:
     if args.reference_steps:
         print(f"uncached vs {args.reference_steps}-step reference: median "
               f"{report['uncached_psnr_vs_reference_median_db']} dB")
-    print("threshold  speed-up (median, total)  skipped  PSNR vs uncached median / worst dB  "
+    print("threshold order  speed-up (median, total)  skipped  PSNR vs uncached median / worst dB  "
           "drop vs reference median / worst dB  color  shape  direction")
     for r in rows:
         drop = "n/a" if r["psnr_drop_vs_reference_median_db"] is None else \
             f"{r['psnr_drop_vs_reference_median_db']:6.3f} / {r['psnr_drop_vs_reference_worst_db']:6.3f}"
-        print(f"{r['threshold']:9g}  {r['speedup_median']:6.2f}x  {r['speedup_total']:6.2f}x          "
+        print(f"{r['threshold']:9g} {r['order']:5d}  {r['speedup_median']:6.2f}x  {r['speedup_total']:6.2f}x          "
               f"{r['skipped_fraction']:6.1%}  {r['psnr_median_db']:7.2f} / {r['psnr_worst_db']:6.2f}"
               f"                    {drop:>17}                  "
               f"{r['color_acc']:.3f}  {r['shape_acc']:.3f}  {r['direction_acc']:.3f}")

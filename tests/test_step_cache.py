@@ -138,3 +138,58 @@ def test_cli_step_cache_flag(tmp_path):
     for bad in ("-0.1", "nan", "x"):
         with pytest.raises(SystemExit):
             main(["generate", "a red circle moving left", "-o", str(tmp_path / "bad.gif"), "--step-cache", bad])
+
+
+def deep_features(unet: VideoUNet, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+    """The input of the last up level (what StepCache stores) of an uncached call."""
+    kept = []
+    handle = unet.up_blocks[-2].upsamplers[0].register_forward_hook(lambda m, i, o: kept.append(o))
+    unet(x, t, ctx)
+    handle.remove()
+    return kept[0]
+
+
+@pytest.mark.parametrize("order, computed, weights", [
+    (1, (900, 800), (-1.0, 2.0)),  # the line through the last two, at 700
+    (2, (900, 800, 750), (1 / 3, -2.0, 8 / 3)),  # the parabola through the last three (Lagrange weights by hand)
+])
+def test_order_extrapolates_the_deep_features_in_the_timestep(order, computed, weights):
+    unet = model()
+    g = torch.Generator().manual_seed(2)
+    xs = torch.randn(len(computed) + 1, 1, 4, 4, 8, 8, generator=g)
+    ctx = torch.randn(1, 7, 24, generator=g)
+    steps = [torch.tensor([t]) for t in (*computed, 700)]
+    with unet.step_cache(1e9, exact_above=min(computed) - 1, order=order) as cache:
+        outs = [unet(x, t, ctx) for x, t in zip(xs, steps)]
+    assert (cache.calls, cache.skipped) == (len(steps), 1)
+    for out, x, t in zip(outs, xs, steps):  # the computed steps are exact
+        if int(t) != 700:
+            assert torch.equal(out, unet(x, t, ctx))
+    deep = sum(w * deep_features(unet, x, t, ctx) for w, x, t in zip(weights, xs, steps))
+    handle = unet.up_blocks[-2].upsamplers[0].register_forward_hook(lambda m, i, o: deep)
+    expected = unet(xs[-1], steps[-1], ctx)
+    handle.remove()
+    torch.testing.assert_close(outs[-1], expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(outs[-1], unet(xs[-1], steps[-1], ctx), atol=1e-4)
+
+
+def test_order_one_skips_a_step_whose_first_block_output_follows_the_line():
+    """The rule compares the first block's output with its forecast: a steady drift is skipped at
+    order 1 and computed at order 0, where the same change counts against the last computed step."""
+    g = torch.Generator().manual_seed(3)
+    base, drift, deep = torch.randn(3, 2, 8, 4, 4, generator=g)
+    for order, skips in ((0, False), (1, True)):
+        cache = StepCache(0.01, exact_above=1e9, order=order)
+        for k, t in enumerate((900, 800)):
+            assert cache.reuse(base + k * drift, t) is None  # a new run, then a change of |drift| / |base|
+            cache.store(base + k * drift, deep + k)
+        got = cache.reuse(base + 2 * drift, 700)
+        assert (got is not None) == skips
+        if skips:
+            torch.testing.assert_close(got, deep + 2)
+
+
+@pytest.mark.parametrize("order", [-1, 3, 1.0, True, "1"])
+def test_bad_order_is_refused(order):
+    with pytest.raises(ValueError, match="step cache order"):
+        StepCache(0.1, order=order)

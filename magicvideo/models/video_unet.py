@@ -260,17 +260,19 @@ class Level(nn.Module):
 
 # -- step caching (opt-in, inexact) ----------------------------------------------------------
 class StepCache:
-    """Reuse of work between denoising steps, First-Block-Cache's test with DeepCache's reuse:
-    every call runs the input conv and the first level's resnets (the "first block"); when
-    their output differs from that of the last fully computed step by less than
-    ``threshold`` in relative L1 (mean |h - h_prev| / mean |h_prev|), the deep features (the
-    input of the last up level, see ``VideoUNet._deep``) of that step are reused and only the
-    last up level and the output conv run. The shallow, full-resolution path is always
-    computed from the current input, so skipped steps still follow x_t. Steps at timesteps above
-    ``exact_above`` (the U-Net's timestep input; 700 of 1000: the first ~30% of a trailing
-    schedule, where the layout of the video is decided) are always computed: reusing there
-    moved objects (24 prompts, worst video's PSNR against the exact output: 18 dB at 1.6x
-    without them exact, 26 dB at 1.6x with them, threshold 0.2; benchmarks/step_cache.py).
+    """Reuse of work between denoising steps, First-Block-Cache's test with DeepCache's reuse
+    and TaylorSeer's forecast: every call runs the input conv and the first level's resnets (the
+    "first block"); when their output differs from its forecast by less than ``threshold`` in
+    relative L1 (mean |h - forecast| / mean |forecast|), the deep features (the input of the
+    last up level, see ``VideoUNet._deep``) are forecast too and only the last up level and the
+    output conv run. The forecast (``order``): 0, the last fully computed step's values
+    (DeepCache); 1 (the default), the line in the timestep through the last two computed steps'
+    values; 2, the parabola through three (it overshoots: worse than 1 on the shapes model). The
+    shallow, full-resolution path is always computed from the current input, so skipped steps
+    still follow x_t. Steps at timesteps above ``exact_above`` (the U-Net's timestep input; 700
+    of 1000: the first ~30% of a trailing schedule, where the layout of the video is decided) are
+    always computed: reusing there moved objects (benchmarks/step_cache.py, docs/benchmarks.md
+    section 8).
 
     A new sampling run starts the cache afresh: a call whose timestep is not below the
     previous call's (timesteps fall within a run) or whose shapes differ recomputes
@@ -278,41 +280,60 @@ class StepCache:
     Classifier-free guidance's batch (uncond and cond together) is cached as one.
     ``calls`` and ``skipped`` count the model calls and those that reused features."""
 
-    def __init__(self, threshold: float, exact_above: float = 700.0):
+    def __init__(self, threshold: float, exact_above: float = 700.0, order: int = 1):
         for name, value in (("threshold", threshold), ("exact_above", exact_above)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"step cache {name} must be a finite number >= 0, got {value!r}")
-        self.threshold, self.exact_above = float(threshold), float(exact_above)
+        if not isinstance(order, int) or isinstance(order, bool) or order not in (0, 1, 2):
+            raise ValueError(f"step cache order must be 0 (reuse), 1 or 2 (extrapolate), got {order!r}")
+        self.threshold, self.exact_above, self.order = float(threshold), float(exact_above), order
         self.calls = self.skipped = 0
         self.reset()
 
     def reset(self) -> None:
-        """Forget the stored step (the next call computes everything)."""
-        self._first: torch.Tensor | None = None
-        self._deep: torch.Tensor | None = None
+        """Forget the stored steps (the next call computes everything)."""
         self._timestep: float | None = None
+        # (first-block output, deep features, timestep) of the last order + 1 computed steps, newest last
+        self._computed: list[tuple[torch.Tensor, torch.Tensor, float]] = []
 
     def reuse(self, first: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor | None:
-        """The stored deep features if this call (first-block output ``first``) may reuse them, else None."""
+        """Deep features for this call (first-block output ``first``) if it may skip computing
+        them, else None."""
         t = float(torch.as_tensor(timestep).max())
-        new_run = self._first is None or self._first.shape != first.shape or t >= self._timestep
+        new_run = not self._computed or self._computed[-1][0].shape != first.shape or t >= self._timestep
         self._timestep = t
         self.calls += 1
         if new_run:
-            self._first = self._deep = None
+            self._computed = []
             return None
         if self.threshold == 0.0 or t > self.exact_above:
             return None
-        first = first.detach()
-        change = float((first - self._first).abs().mean() / self._first.abs().mean().clamp_min(1e-12))
+        expected = self._forecast(0, t)
+        change = float((first.detach() - expected).abs().mean() / expected.abs().mean().clamp_min(1e-12))
         if change < self.threshold:
             self.skipped += 1
-            return self._deep
+            return self._forecast(1, t)
         return None
+
+    def _forecast(self, index: int, t: float) -> torch.Tensor:
+        """Item ``index`` of the stored steps (0: first-block output, 1: deep features) at
+        timestep ``t``: the last computed one (order 0), or the polynomial in the timestep
+        through the last ``order + 1`` computed steps evaluated at ``t`` (order 1: the line
+        through the last two; TaylorSeer's forecast by finite differences). Until that many steps
+        are computed, the highest order they allow."""
+        points = [(p[index], p[2]) for p in self._computed]
+        if len(points) < 2:
+            return points[-1][0]
+        out = None
+        for i, (value, ti) in enumerate(points):  # Lagrange form: sum_i value_i * prod_j (t - t_j) / (t_i - t_j)
+            weight = math.prod((t - tj) / (ti - tj) for j, (_, tj) in enumerate(points) if j != i)
+            out = value * weight if out is None else out.add_(value, alpha=weight)
+        return out
 
     def store(self, first: torch.Tensor, deep: torch.Tensor) -> None:
         """Keep a fully computed step's first-block output and deep features."""
-        self._first, self._deep = first.detach(), deep.detach()
+        kept = self._computed[max(0, len(self._computed) - self.order):]
+        self._computed = [*kept, (first.detach(), deep.detach(), self._timestep)]
 
 
 # -- the backbone -------------------------------------------------------------------------
@@ -510,14 +531,15 @@ class VideoUNet(ModelDirectoryMixin, nn.Module):
         return h
 
     @contextmanager
-    def step_cache(self, threshold: float, exact_above: float = 700.0) -> Iterator["StepCache"]:
-        """Within the block, calls of this model reuse the deep features of the last fully
-        computed step while the first level's output has barely changed (``StepCache``):
-        faster, no longer exact. Off outside the block; threshold 0 never reuses; steps at
-        timesteps above ``exact_above`` are always computed."""
+    def step_cache(self, threshold: float, exact_above: float = 700.0, order: int = 1) -> Iterator["StepCache"]:
+        """Within the block, calls of this model forecast the deep features from the last fully
+        computed steps instead of computing them while the first level's output stays close to
+        its own forecast (``StepCache``; ``order`` 0 reuses the last step's, 1 extrapolates
+        linearly): faster, no longer exact. Off outside the block; threshold 0 never reuses;
+        steps at timesteps above ``exact_above`` are always computed."""
         if self._step_cache is not None:
             raise RuntimeError("step_cache: this model is already caching steps (nested step_cache blocks)")
-        cache = StepCache(threshold, exact_above)
+        cache = StepCache(threshold, exact_above, order)
         self._step_cache = cache
         try:
             yield cache
