@@ -31,6 +31,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if q.device.type != "cpu" or d >= CPU_MIN_HEAD_DIM:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
     if attn_mask is None and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):  # an older torch
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
         return _PaddedFlashAttention.apply(q, k, v, is_causal)
     pad = (0, CPU_MIN_HEAD_DIM - d)
     out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), attn_mask=attn_mask,
