@@ -6,11 +6,11 @@
 The shipped pipeline (or ``--pipeline``), keyframes only (no interpolation, no super-resolution),
 its default scheduler and guidance, ``--steps`` steps, one thread (``torch.set_num_threads(1)``:
 the machine is shared). For each of ``--prompts`` seen-attribute captions (seeds 0, 1, ...) it
-generates the uncached video and one per threshold, in an order rotated from prompt to prompt
-(interleaved: the machine's load drifts), timing each whole call (text encoding, sampling, VAE).
-Per threshold: the median over prompts of uncached time / cached time, the fraction of U-Net
-calls that reused features, the PSNR of the cached frames against the uncached ones (uint8,
-every frame; median and worst video) and the shapes analyzer's accuracies of both. PSNR
+generates the uncached video and one per variant (each ``--thresholds`` value at each
+``--orders`` forecast), in an order rotated from prompt to prompt (interleaved: the machine's
+load drifts), timing each whole call (text encoding, sampling, VAE). Per variant: the median
+over prompts of uncached time / cached time, the fraction of U-Net calls that reused
+features, the PSNR of the cached frames against the uncached ones (uint8, every frame; median and worst video) and the shapes analyzer's accuracies of both. PSNR
 against the uncached output has no scale of its own, so each video is also made uncached with
 ``--reference-steps`` steps (a better solve of the same ODE, untimed): the drop is PSNR(uncached
 vs reference) - PSNR(cached vs reference), the fidelity the cache costs against what the
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--exact-above", type=float, default=700.0,
                         help="timesteps above this are always computed (StepCache's exact_above)")
     parser.add_argument("--orders", type=int, nargs="+", default=[0, 1], choices=(0, 1, 2),
-                        help="StepCache orders to measure at every threshold (0: reuse, 1: extrapolate)")
+                        help="StepCache orders to measure at every threshold (0: reuse, 1: line, 2: parabola)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--reference-steps", type=int, default=50, help="steps of the reference (0: none)")
     parser.add_argument("--out", default="benchmarks/step_cache.json")

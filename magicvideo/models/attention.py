@@ -34,10 +34,13 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):  # an older torch
             return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
         return _PaddedFlashAttention.apply(q, k, v, is_causal)
-    pad = (0, CPU_MIN_HEAD_DIM - d)
-    out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), attn_mask=attn_mask,
-                                         is_causal=is_causal, scale=d ** -0.5)
+    out = F.scaled_dot_product_attention(*_padded(q, k, v), attn_mask=attn_mask, is_causal=is_causal, scale=d ** -0.5)
     return out[..., :d]
+
+
+def _padded(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Each tensor's last dim zero-padded to ``CPU_MIN_HEAD_DIM``."""
+    return [F.pad(t, (0, CPU_MIN_HEAD_DIM - t.shape[-1])) for t in tensors]
 
 
 class _PaddedFlashAttention(torch.autograd.Function):
@@ -49,9 +52,8 @@ class _PaddedFlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool) -> torch.Tensor:
         d = q.shape[-1]
-        pad = (0, CPU_MIN_HEAD_DIM - d)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), 0.0, is_causal, scale=d ** -0.5)
+            *_padded(q, k, v), 0.0, is_causal, scale=d ** -0.5)
         out = out[..., :d].contiguous()
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.is_causal = is_causal
@@ -61,10 +63,8 @@ class _PaddedFlashAttention(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         q, k, v, out, lse = ctx.saved_tensors
         d = q.shape[-1]
-        pad = (0, CPU_MIN_HEAD_DIM - d)
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            F.pad(grad_out, pad), F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), F.pad(out, pad), lse, 0.0,
-            ctx.is_causal, scale=d ** -0.5)
+            *_padded(grad_out, q, k, v, out), lse, 0.0, ctx.is_causal, scale=d ** -0.5)
         return (*(g[..., :d] for g in grads), None)
 
 
