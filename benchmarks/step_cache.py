@@ -11,7 +11,8 @@ generates the uncached video and one per variant (each ``--thresholds`` value at
 load drifts), timing each whole call (text encoding, sampling, VAE). Per variant: the median
 over prompts of uncached time / cached time, the fraction of U-Net calls that reused
 features, the PSNR of the cached frames against the uncached ones (uint8, every frame;
-median and worst video) and the shapes analyzer's accuracies of both. PSNR against the uncached output has no scale of its own, so each video is also made uncached with
+median and worst video) and the shapes analyzer's accuracies of both. PSNR against the
+uncached output has no scale of its own, so each video is also made uncached with
 ``--reference-steps`` steps (a better solve of the same ODE, untimed): the drop is PSNR(uncached
 vs reference) - PSNR(cached vs reference), the fidelity the cache costs against what the
 sampler's own step count already costs (median over prompts).
